@@ -1,0 +1,45 @@
+# Uptake task runner. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint fmt typecheck proto venv tools clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./sdk -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install the SDK, the server and the dev tools
+
+tools: ## install the system tools the tests need (Prometheus, promtool, Alertmanager)
+	@bash scripts/ensure_tools.sh
+
+run: $(STAMP) ## start the service on the embedded store (data in ./var/)
+	$(VENV)/bin/uptake-server serve --dev
+
+test: $(STAMP) tools ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check, mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sdk/src/uptake server/uptake_server
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+proto: $(STAMP) ## regenerate the committed stubs from proto/
+	PYTHON=$(PY) bash scripts/gen_proto.sh
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
