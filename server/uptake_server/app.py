@@ -1,0 +1,156 @@
+"""Assemble the running service: store, group commit, gRPC server, health, metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+from uptake.v1 import ingest_pb2, ingest_pb2_grpc
+
+from uptake_server.config import Settings
+from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
+from uptake_server.ingest.servicer import IngestServicer
+from uptake_server.ingest.validation import Limits
+from uptake_server.metrics import ServiceMetrics
+from uptake_server.store import ClickHouseStore, open_store, schema_context
+from uptake_server.store.group_commit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+_HEALTH_SERVICES = ("", INGEST_SERVICE)
+
+
+def create_server(
+    settings: Settings, *, servicer: IngestServicer, health_servicer: health.HealthServicer
+) -> tuple[grpc.Server, int]:
+    """Build the gRPC server with ingest, health and reflection; return it and its bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_workers, thread_name_prefix="uptake-grpc"
+        ),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.grpc_workers * 4,
+    )
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            INGEST_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(settings.grpc_listen)
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC address {settings.grpc_listen}")
+    return server, port
+
+
+class Service:
+    """The ingestion service with everything it owns; `stop()` releases all of it."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServiceMetrics(registry=self.registry)
+        pseudonymiser = Pseudonymiser(load_key(settings))
+        self.store: ClickHouseStore = open_store(settings)
+        self._stopped = threading.Event()
+        self._metrics_http: WSGIServer | None = None
+        try:
+            self.store.migrate(schema_context(settings))
+            self.committer = GroupCommitter(
+                self.store,
+                max_rows=settings.commit_max_rows,
+                max_delay_seconds=settings.commit_max_delay_ms / 1000,
+                max_pending=settings.max_pending_events,
+                metrics=self.metrics,
+            )
+            self.health = health.HealthServicer()
+            servicer = IngestServicer(
+                committer=self.committer,
+                pseudonymise=pseudonymiser,
+                limits=Limits(
+                    max_clock_skew_ms=settings.max_clock_skew_seconds * 1000,
+                    retention_ms=settings.retention_days * 86_400_000,
+                ),
+                max_events_per_request=settings.max_events_per_request,
+                metrics=self.metrics,
+            )
+            self.server, self.grpc_port = create_server(
+                settings, servicer=servicer, health_servicer=self.health
+            )
+        except BaseException:
+            self.store.close()
+            raise
+        self._prober = threading.Thread(target=self._probe, name="uptake-health", daemon=True)
+
+    @property
+    def grpc_target(self) -> str:
+        """Return host:port where the gRPC server listens."""
+        host = self.settings.grpc_listen.rpartition(":")[0]
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Return the URL of the metrics endpoint (after start)."""
+        host = self.settings.metrics_listen.rpartition(":")[0]
+        port = self._metrics_http.server_port if self._metrics_http else 0
+        return f"http://{host}:{port}/metrics"
+
+    def start(self) -> None:
+        """Start serving gRPC and metrics."""
+        host, _, port = self.settings.metrics_listen.rpartition(":")
+        self._metrics_http, _ = start_http_server(int(port), host, registry=self.registry)
+        self.server.start()
+        self._set_health(self.store.ping())
+        self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._stopped.wait(self.settings.health_interval_seconds):
+            self._set_health(self.store.ping())
+
+    def _set_health(self, up: bool) -> None:
+        if self._stopped.is_set():
+            return
+        self.metrics.store_up.set(1 if up else 0)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in _HEALTH_SERVICES:
+            self.health.set(name, status)
+
+    def stop(self) -> None:
+        """Report NOT_SERVING, stop accepting, drain in-flight requests, close the store."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        if self.settings.shutdown_delay_seconds:
+            log.info(
+                "health is NOT_SERVING; stopping in %.1f s", self.settings.shutdown_delay_seconds
+            )
+            threading.Event().wait(self.settings.shutdown_delay_seconds)
+        self.server.stop(self.settings.shutdown_grace_seconds).wait()
+        self.committer.close()
+        if self._prober.is_alive():
+            self._prober.join()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,138 @@
+"""Command line: parse flags -> Settings -> build -> serve -> stop gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from uptake_server import __version__
+from uptake_server.config import Settings, load_settings
+from uptake_server.errors import UptakeError
+from uptake_server.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also an UPTAKE_* environment variable)")
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['doc']} [{f.metadata['env']}, default {f.default!r}]"
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, help=help_text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uptake-server", description="Uptake: adoption metrics for collaboration tools."
+    )
+    parser.add_argument("--version", action="version", version=f"uptake-server {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the ingestion service")
+    _add_setting_flags(serve)
+    migrate = commands.add_parser("migrate", help="apply schema migrations and exit")
+    _add_setting_flags(migrate)
+    events = commands.add_parser(
+        "events", help="show stored or failed events (pseudonymised ids only)"
+    )
+    events.add_argument("--failed", action="store_true", help="show rejected events instead")
+    events.add_argument("--tool", help="only events of this tool")
+    events.add_argument("--limit", type=int, default=20, help="newest N events (default 20)")
+    events.add_argument("--format", choices=("table", "json"), default="table")
+    _add_setting_flags(events)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k in names}
+    return load_settings(overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the uptake-server command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "migrate":
+            return _migrate(settings)
+        from uptake_server.inspection import show_events
+
+        return show_events(
+            settings, failed=args.failed, tool=args.tool, limit=args.limit, fmt=args.format
+        )
+    except UptakeError as exc:
+        print(f"uptake-server: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _migrate(settings: Settings) -> int:
+    from uptake_server.store import open_store, schema_context
+
+    store = open_store(settings)
+    try:
+        applied = store.migrate(schema_context(settings))
+    finally:
+        store.close()
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return EXIT_OK
+
+
+def _serve(settings: Settings) -> int:
+    from uptake_server.app import Service
+
+    service = Service(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            print("uptake-server: already stopping", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service.start()
+        _announce(service)
+        while not stop.wait(3600):
+            pass
+        print("uptake-server: stopping (draining in-flight requests)", file=sys.stderr, flush=True)
+    finally:
+        service.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print("uptake-server: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def _announce(service: Any) -> None:
+    settings: Settings = service.settings
+    lines = [
+        f"Uptake {__version__} is running" + (" in DEV MODE" if settings.dev else ""),
+        f"  gRPC ingest   {service.grpc_target}",
+        f"  metrics       {service.metrics_url}",
+        f"  store         {service.store.target.describe()}",
+    ]
+    if settings.dev:
+        lines += [
+            "  DEV MODE: no authentication; the pseudonym key is kept in "
+            f"{settings.data_path / 'pseudonym.key'}. Do not use dev mode in production.",
+        ]
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Server settings: one frozen object, the only place that reads the environment.
+
+Each setting comes from a constructor argument (the CLI passes its flags), else
+the ``UPTAKE_*`` environment variable named in its field metadata, else the
+documented default. Invalid values fail at start-up with a message that names
+the setting and its environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uptake_server.errors import ConfigError
+
+MIN_GROUP_SIZE_FLOOR = 3
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated server settings."""
+
+    grpc_listen: str = _setting("UPTAKE_GRPC_LISTEN", "127.0.0.1:50051", "gRPC bind address")
+    metrics_listen: str = _setting(
+        "UPTAKE_METRICS_LISTEN", "127.0.0.1:9464", "Prometheus /metrics bind address"
+    )
+    data_dir: str = _setting("UPTAKE_DATA_DIR", "./var", "local data directory")
+    store_dsn: str = _setting(
+        "UPTAKE_STORE_DSN", "", "chdb:///abs/path or http(s)://user@host:8123/db"
+    )
+    store_password_file: str = _setting(
+        "UPTAKE_STORE_PASSWORD_FILE", "", "file holding the ClickHouse password"
+    )
+    pseudonym_key: str = _setting("UPTAKE_PSEUDONYM_KEY", "", "HMAC key for user ids")
+    pseudonym_key_file: str = _setting(
+        "UPTAKE_PSEUDONYM_KEY_FILE", "", "file holding the HMAC key for user ids"
+    )
+    dev: bool = _setting("UPTAKE_DEV", False, "dev mode: generated key, open access")
+    registry_file: str = _setting("UPTAKE_REGISTRY_FILE", "", "tool registry YAML")
+    log_level: str = _setting("UPTAKE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("UPTAKE_LOG_FORMAT", "text", "text or json")
+    max_message_bytes: int = _setting(
+        "UPTAKE_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, "largest accepted gRPC message"
+    )
+    max_events_per_request: int = _setting(
+        "UPTAKE_MAX_EVENTS_PER_REQUEST", 10_000, "most events in one Ingest request"
+    )
+    max_clock_skew_seconds: int = _setting(
+        "UPTAKE_MAX_CLOCK_SKEW_SECONDS", 300, "how far in the future an event may be"
+    )
+    retention_days: int = _setting(
+        "UPTAKE_RETENTION_DAYS", 396, "raw events kept this long (13 months)"
+    )
+    failed_retention_days: int = _setting(
+        "UPTAKE_FAILED_RETENTION_DAYS", 30, "rejected events kept this long"
+    )
+    commit_max_rows: int = _setting(
+        "UPTAKE_COMMIT_MAX_ROWS", 50_000, "group commit: insert at this many rows"
+    )
+    commit_max_delay_ms: int = _setting(
+        "UPTAKE_COMMIT_MAX_DELAY_MS", 5, "group commit: wait at most this long to fill an insert"
+    )
+    max_pending_events: int = _setting(
+        "UPTAKE_MAX_PENDING_EVENTS", 200_000, "events waiting for the store before UNAVAILABLE"
+    )
+    grpc_workers: int = _setting("UPTAKE_GRPC_WORKERS", 32, "gRPC handler threads")
+    health_interval_seconds: float = _setting(
+        "UPTAKE_HEALTH_INTERVAL_SECONDS", 5.0, "how often the store is probed"
+    )
+    shutdown_delay_seconds: float = _setting(
+        "UPTAKE_SHUTDOWN_DELAY_SECONDS", 0.0, "NOT_SERVING time before the server stops accepting"
+    )
+    shutdown_grace_seconds: float = _setting(
+        "UPTAKE_SHUTDOWN_GRACE_SECONDS", 10.0, "time in-flight requests get to finish"
+    )
+    min_group_size: int = _setting(
+        "UPTAKE_MIN_GROUP_SIZE", 5, "minimum group size k for KPI export (at least 3)"
+    )
+    kpi_refresh_seconds: float = _setting(
+        "UPTAKE_KPI_REFRESH_SECONDS", 60.0, "KPI refresh interval"
+    )
+
+    def __post_init__(self) -> None:
+        _check_address(self, "grpc_listen")
+        _check_address(self, "metrics_listen")
+        for name in (
+            "max_message_bytes",
+            "max_events_per_request",
+            "retention_days",
+            "failed_retention_days",
+            "commit_max_rows",
+            "max_pending_events",
+            "grpc_workers",
+        ):
+            _check(self, name, getattr(self, name) >= 1, "must be at least 1")
+        for name in (
+            "max_clock_skew_seconds",
+            "commit_max_delay_ms",
+            "shutdown_delay_seconds",
+            "shutdown_grace_seconds",
+        ):
+            _check(self, name, getattr(self, name) >= 0, "must not be negative")
+        _check(self, "health_interval_seconds", self.health_interval_seconds > 0, "must be > 0")
+        _check(self, "kpi_refresh_seconds", self.kpi_refresh_seconds > 0, "must be > 0")
+        _check(
+            self,
+            "min_group_size",
+            self.min_group_size >= MIN_GROUP_SIZE_FLOOR,
+            f"must be at least {MIN_GROUP_SIZE_FLOOR}: smaller groups could identify people",
+        )
+        _check(self, "log_format", self.log_format in ("text", "json"), "must be text or json")
+        _check(
+            self,
+            "log_level",
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "must be DEBUG, INFO, WARNING or ERROR",
+        )
+        _check(
+            self,
+            "store_dsn",
+            self.store_dsn == "" or self.store_dsn.split("://", 1)[0] in ("chdb", "http", "https"),
+            f"must start with chdb://, http:// or https://, got {self.store_dsn!r}",
+        )
+
+    @property
+    def data_path(self) -> Path:
+        """Return the data directory as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_store_dsn(self) -> str:
+        """Return the store DSN, defaulting to the embedded engine under the data directory."""
+        if self.store_dsn:
+            return self.store_dsn
+        return f"chdb://{self.data_path / 'store'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    """Return the environment variable of a setting."""
+    return str(_FIELDS[name].metadata["env"])
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """Return (setting, environment variable, default, meaning) for every setting."""
+    return [
+        (f.name, f.metadata["env"], repr(f.default), f.metadata["doc"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from explicit values, else UPTAKE_* variables, else defaults."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(overrides) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, f in _FIELDS.items():
+        if name in overrides:
+            values[name] = overrides[name]
+            continue
+        raw = environ.get(f.metadata["env"])
+        if raw is not None and raw != "":
+            values[name] = _parse(name, raw, type(f.default))
+    return Settings(**values)
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    parsers: dict[type, Callable[[str], Any]] = {
+        bool: _parse_bool,
+        int: lambda s: int(s.replace("_", "")),
+        float: float,
+        str: str,
+    }
+    try:
+        return parsers[kind](raw.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{env_name(name)}={raw!r} is not a valid {kind.__name__} (setting {name})"
+        ) from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _check(settings: Settings, name: str, ok: bool, problem: str) -> None:
+    if not ok:
+        raise ConfigError(
+            f"setting {name} ({env_name(name)}) {problem}; got {getattr(settings, name)!r}"
+        )
+
+
+def _check_address(settings: Settings, name: str) -> None:
+    host, sep, port = getattr(settings, name).rpartition(":")
+    ok = bool(sep) and bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+    _check(settings, name, ok, "must be host:port with a port from 0 to 65535")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

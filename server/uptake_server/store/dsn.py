@@ -1,0 +1,71 @@
+"""Parse store DSNs: ``chdb:///abs/path`` or ``http(s)://user@host:port/database``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from uptake_server.errors import ConfigError
+
+DEFAULT_HTTP_PORT = 8123
+DEFAULT_HTTPS_PORT = 8443
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreTarget:
+    """Where the store lives; `path` for the embedded engine, host and port otherwise."""
+
+    engine: str  # "chdb" or "http"
+    path: Path | None = None
+    host: str = ""
+    port: int = 0
+    secure: bool = False
+    username: str = "default"
+    database: str = "default"
+
+    def describe(self) -> str:
+        """Return a log-safe description (never a password)."""
+        if self.engine == "chdb":
+            return f"embedded ClickHouse (chDB) at {self.path}"
+        scheme = "https" if self.secure else "http"
+        return f"ClickHouse at {scheme}://{self.username}@{self.host}:{self.port}/{self.database}"
+
+
+def parse_dsn(dsn: str) -> tuple[StoreTarget, str | None]:
+    """Return the target and the password embedded in the DSN, if any."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        raise ConfigError(f"store DSN {_redact(dsn)!r} has no scheme (chdb://, http://, https://)")
+    if scheme == "chdb":
+        path = Path(unquote(rest)).expanduser()
+        if not rest:
+            raise ConfigError("store DSN chdb:// needs a path, for example chdb:///srv/uptake")
+        return StoreTarget(engine="chdb", path=path.resolve()), None
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"store DSN scheme {scheme!r} is not chdb, http or https")
+    parts = urlsplit(dsn)
+    if not parts.hostname:
+        raise ConfigError(f"store DSN {_redact(dsn)!r} has no host")
+    secure = scheme == "https"
+    try:
+        port = parts.port or (DEFAULT_HTTPS_PORT if secure else DEFAULT_HTTP_PORT)
+    except ValueError:
+        raise ConfigError(f"store DSN {_redact(dsn)!r} has an invalid port") from None
+    database = parts.path.strip("/") or "default"
+    target = StoreTarget(
+        engine="http",
+        host=parts.hostname,
+        port=port,
+        secure=secure,
+        username=unquote(parts.username) if parts.username else "default",
+        database=database,
+    )
+    return target, unquote(parts.password) if parts.password else None
+
+
+def _redact(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password:
+        return dsn.replace(f":{parts.password}@", ":***@")
+    return dsn

@@ -1,0 +1,162 @@
+"""Group commit: concurrent requests share one insert, and each learns when it is stored.
+
+A request hands its columns to `submit()` and waits on the returned future.
+One writer thread takes everything pending, waiting at most `max_delay` for more
+rows when fewer than `max_rows` are pending, inserts it in one go and resolves
+every future. Throughput comes from batching, and an acknowledgement still
+means committed: nothing is buffered beyond the requests that wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from uptake_server.errors import StoreOverloaded, StoreUnavailable
+from uptake_server.metrics import ServiceMetrics
+from uptake_server.model import EventColumns, FailedColumns
+
+log = logging.getLogger(__name__)
+
+
+class Inserter(Protocol):
+    """What the committer needs of a store."""
+
+    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
+        """Store the rows; return the event ids that were stored before."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What happened to one request's events."""
+
+    stored: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    events: EventColumns
+    failed: FailedColumns
+    future: Future[CommitResult] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    """Batch concurrent submissions into shared inserts on one writer thread."""
+
+    def __init__(
+        self,
+        store: Inserter,
+        *,
+        max_rows: int,
+        max_delay_seconds: float,
+        max_pending: int,
+        metrics: ServiceMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._max_rows = max_rows
+        self._max_delay = max_delay_seconds
+        self._max_pending = max_pending
+        self._metrics = metrics
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._queued_rows = 0
+        self._pending_rows = 0  # queued plus being inserted
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="uptake-group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: EventColumns, failed: FailedColumns) -> Future[CommitResult]:
+        """Queue rows for the next insert; raise StoreOverloaded when over the bound."""
+        rows = len(events) + len(failed)
+        item = _Pending(events, failed)
+        with self._cond:
+            if self._closing:
+                raise StoreUnavailable("the server is shutting down", retry_after_seconds=1.0)
+            if self._pending_rows and self._pending_rows + rows > self._max_pending:
+                raise StoreOverloaded(
+                    f"{self._pending_rows} events are waiting for the store "
+                    f"(limit {self._max_pending})",
+                    retry_after_seconds=1.0,
+                )
+            self._queue.append(item)
+            self._queued_rows += rows
+            self._pending_rows += rows
+            self._metrics.pending.set(self._pending_rows)
+            self._cond.notify()
+        return item.future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the group-commit writer did not finish within %.1f s", timeout)
+
+    def _take(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            deadline = self._clock() + self._max_delay
+            while self._queued_rows < self._max_rows and not self._closing:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, self._queue, self._queued_rows = self._queue, [], 0
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        events = EventColumns()
+        failed = FailedColumns()
+        for item in batch:
+            events.extend(item.events)
+            failed.extend(item.failed)
+        rows = len(events) + len(failed)
+        started = time.perf_counter()
+        try:
+            already = self._store.insert(events, failed)
+        except BaseException as exc:
+            for item in batch:
+                item.future.set_exception(exc)
+        else:
+            self._metrics.insert_duration.observe(time.perf_counter() - started)
+            self._metrics.insert_rows.observe(rows)
+            self._resolve(batch, already)
+        finally:
+            with self._cond:
+                self._pending_rows -= rows
+                self._metrics.pending.set(self._pending_rows)
+
+    @staticmethod
+    def _resolve(batch: list[_Pending], already: set[bytes]) -> None:
+        # An id counts as stored for the first request in the batch that sent
+        # it; later occurrences, and ids stored before, are duplicates.
+        seen: set[bytes] = set()
+        for item in batch:
+            duplicates = 0
+            for event_id in item.events.event_id:
+                if event_id in already or event_id in seen:
+                    duplicates += 1
+                else:
+                    seen.add(event_id)
+            item.future.set_result(CommitResult(len(item.events) - duplicates, duplicates))
