@@ -43,3 +43,13 @@ proto: $(STAMP) ## regenerate the committed stubs from proto/
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Helm chart: the pinned helm binary comes from scripts/get_helm.sh (.tools/bin/helm).
+HELM := .tools/bin/helm
+CHART := deploy/helm/uptake
+.PHONY: chart
+chart: $(STAMP) ## lint, render and validate the Helm chart, then package it into dist/
+	@bash scripts/get_helm.sh >/dev/null
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/defaults-values.yaml
+	$(PY) -m pytest tests/deploy/test_chart.py
+	$(HELM) package $(CHART) --destination dist
