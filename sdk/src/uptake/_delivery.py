@@ -1,0 +1,168 @@
+"""Deliver batches with OTLP's retry rules, and account for every event's outcome."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from uptake._errors import TransportError
+from uptake._options import Options
+from uptake._stats import (
+    DELIVERED,
+    OVERSIZE,
+    REJECTED,
+    RETRIES_EXHAUSTED,
+    Counters,
+    Failure,
+)
+from uptake._transport import Transport
+from uptake.v1.ingest_pb2 import Event, IngestRequest, IngestResponse, Rejection
+
+log = logging.getLogger("uptake")
+
+# Status codes worth retrying (OTLP): the request may succeed later unchanged.
+RETRYABLE = frozenset(
+    {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
+)
+
+Wait = Callable[[float], bool]
+
+
+@dataclass
+class Outcome:
+    """What is left of a delivery: events still pending, and when to try them again."""
+
+    pending: list[Event] = field(default_factory=list)
+    retry_after: float = 0.0
+
+
+class Sender:
+    """Send batches through a transport, retrying as the server allows."""
+
+    def __init__(self, transport: Transport, options: Options, counters: Counters) -> None:
+        self.transport = transport
+        self._options = options
+        self._counters = counters
+        self._streak = 0  # consecutive retryable failures, for the backoff
+
+    def backoff(self, retry_after: float | None) -> float:
+        """Return the delay before the next try: the server's, else exponential with jitter."""
+        if retry_after is not None:
+            return retry_after
+        options = self._options
+        ceiling = min(options.retry_max, options.retry_initial * 2 ** min(self._streak - 1, 62))
+        return random.uniform(0, ceiling)
+
+    def deliver(
+        self,
+        events: Sequence[Event],
+        *,
+        wait: Wait,
+        deadline: float | None = None,
+        retry: bool = True,
+    ) -> Outcome:
+        """Send the events in order; return those neither delivered nor dropped.
+
+        With `retry=False` the first retryable failure returns the rest as pending (the
+        caller spools them). `wait(seconds)` sleeps between tries and returns False to
+        stop early; `deadline` (monotonic) bounds the whole delivery.
+        """
+        chunks: deque[list[Event]] = deque([list(events)] if events else [])
+        while chunks:
+            chunk = chunks.popleft()
+            started = time.monotonic()
+            while True:
+                timeout = self._options.request_timeout
+                if deadline is not None:
+                    timeout = min(timeout, deadline - time.monotonic())
+                    if timeout <= 0:
+                        return Outcome(pending=_join(chunk, chunks))
+                try:
+                    response = self.transport.send(IngestRequest(events=chunk), timeout=timeout)
+                except TransportError as error:
+                    delay = self._failed(error, chunk, chunks)
+                    if delay is None:
+                        break  # settled: split, or dropped for good
+                    if not retry:
+                        return Outcome(pending=_join(chunk, chunks), retry_after=delay)
+                    if time.monotonic() + delay - started > self._options.retry_max_elapsed:
+                        self._counters.fail(
+                            Failure(
+                                outcome=RETRIES_EXHAUSTED,
+                                count=len(chunk),
+                                reason=f"gave up after {self._options.retry_max_elapsed:g} s "
+                                f"of retries; last error {error}",
+                                code=error.code,
+                            )
+                        )
+                        break
+                    if deadline is not None and time.monotonic() + delay >= deadline:
+                        return Outcome(pending=_join(chunk, chunks), retry_after=delay)
+                    if not wait(delay):
+                        return Outcome(pending=_join(chunk, chunks), retry_after=delay)
+                    continue
+                self._streak = 0
+                self._account(chunk, response)
+                break
+        return Outcome()
+
+    def _failed(
+        self, error: TransportError, chunk: list[Event], chunks: deque[list[Event]]
+    ) -> float | None:
+        """Handle a failed try; return the delay before retrying, or None when settled."""
+        if error.code == "RESOURCE_EXHAUSTED" and error.retry_after is None:
+            # Too large for the server: never retry as is; halve until it fits.
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                chunks.extendleft([chunk[middle:], chunk[:middle]])
+                return None
+            self._counters.fail(
+                Failure(
+                    outcome=OVERSIZE,
+                    count=1,
+                    reason=f"the server refused the event as too large: {error.message}",
+                    code=error.code,
+                    event_id=chunk[0].event_id.hex(),
+                )
+            )
+            return None
+        if error.code not in RETRYABLE and error.code != "RESOURCE_EXHAUSTED":
+            self._counters.fail(
+                Failure(
+                    outcome=REJECTED,
+                    count=len(chunk),
+                    reason=f"the server refused the batch: {error.message}",
+                    code=error.code,
+                )
+            )
+            return None
+        self._streak += 1
+        delay = self.backoff(error.retry_after)
+        log.info("uptake: send failed (%s); retrying in %.2f s", error, delay)
+        return delay
+
+    def _account(self, chunk: list[Event], response: IngestResponse) -> None:
+        first: dict[int, Rejection] = {}
+        for rejection in response.rejections:
+            if rejection.index < len(chunk):
+                first.setdefault(rejection.index, rejection)
+        self._counters.add(DELIVERED, len(chunk) - len(first))
+        for rejection in first.values():
+            self._counters.fail(
+                Failure(
+                    outcome=REJECTED,
+                    count=1,
+                    reason=rejection.reason,
+                    code=rejection.code,
+                    field=rejection.field,
+                    event_id=chunk[rejection.index].event_id.hex(),
+                )
+            )
+
+
+def _join(chunk: list[Event], chunks: deque[list[Event]]) -> list[Event]:
+    return chunk + [event for rest in chunks for event in rest]

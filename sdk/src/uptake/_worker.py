@@ -1,0 +1,239 @@
+"""The one background thread of a client: batch, send, retry, spool, flush, stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from uptake._delivery import Sender
+from uptake._event import Pseudonymiser, Record, to_proto
+from uptake._options import Options
+from uptake._spool import Spool
+from uptake._stats import OVERSIZE, SHUTDOWN, Counters, Failure
+from uptake.v1.ingest_pb2 import Event
+
+log = logging.getLogger("uptake")
+# Bytes a repeated message field adds around each event (tag and length prefix).
+_FRAMING_BYTES = 6
+
+
+class Worker:
+    """Drain a client's queue on one daemon thread, woken by an Event or a timer."""
+
+    def __init__(
+        self,
+        queue: deque[Record],
+        *,
+        options: Options,
+        sender: Sender,
+        counters: Counters,
+        spool: Spool | None,
+        pseudonymiser: Pseudonymiser | None,
+    ) -> None:
+        self._queue = queue
+        self._options = options
+        self._sender = sender
+        self._counters = counters
+        self._spool = spool
+        self._pseudonymiser = pseudonymiser
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # Guards the counts below; flush() and blocked track() calls wait on it.
+        self._cv = threading.Condition()
+        self._taken = 0  # records taken off the queue
+        self._settled = 0  # taken records delivered, dropped or spooled
+        self._held: list[Event] = []  # taken, converted, not yet settled
+        self._sizes: list[int] = []  # encoded size of each held event
+        self._urgent = 0  # flush() calls waiting
+        self._deadline: float | None = None
+        self._lost_seen = counters.lost()
+        self._offline = spool is not None and spool.pending() > 0
+        self._next_replay = 0.0
+        self._thread = threading.Thread(target=self._run, name="uptake-worker", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Ask the thread to send now (a full batch is waiting)."""
+        self._wake.set()
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait until the queue has room; return False on timeout."""
+        limit = self._options.max_queue_size
+        with self._cv:
+            return self._cv.wait_for(lambda: len(self._queue) < limit, timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every record queued before the call is settled; say if all were delivered."""
+        with self._cv:
+            target = self._taken + len(self._queue)
+            self._urgent += 1
+        self._wake.set()
+        try:
+            with self._cv:
+                done = self._cv.wait_for(lambda: self._settled >= target, max(timeout, 0))
+        finally:
+            with self._cv:
+                self._urgent -= 1
+        return self._report(done)
+
+    def stop(self, timeout: float) -> bool:
+        """Deliver what it can within `timeout`, then spool or drop the rest and end the thread."""
+        deadline = time.monotonic() + max(timeout, 0)
+        if self._thread.is_alive() and self._deadline is None:
+            self._deadline = deadline
+            self._stop.set()
+            self._wake.set()
+        # Leave a moment after the deadline to cancel a call in flight and settle.
+        self._thread.join(max(deadline - time.monotonic() - 0.05, 0))
+        if self._thread.is_alive():
+            self._sender.transport.close()
+            self._thread.join(max(deadline - time.monotonic(), 0.01))
+        return self._report(not self._thread.is_alive())
+
+    def pending_in_spool(self) -> int:
+        """Return how many events wait in the spool directory."""
+        return self._spool.pending() if self._spool is not None else 0
+
+    def _report(self, settled: bool) -> bool:
+        lost = self._counters.lost()
+        clean = settled and lost == self._lost_seen and not self.pending_in_spool()
+        self._lost_seen = lost
+        return clean
+
+    def _run(self) -> None:
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if not stopping and not self._urgent:
+                    self._wake.wait(self._options.flush_interval)
+                self._wake.clear()
+                self._drain()
+                if stopping:
+                    break
+        except Exception:
+            log.exception("uptake: the background worker failed; events are dropped")
+        finally:
+            self._finish()
+
+    def _drain(self) -> None:
+        while True:
+            if self._offline:
+                self._replay()
+            self._take()
+            if not self._held:
+                return
+            count = self._batch_length()
+            batch = self._held[:count]
+            if self._offline and self._spool is not None:
+                self._spool.write(batch)
+                self._settle(count)
+                continue
+            outcome = self._sender.deliver(
+                batch, wait=self._sleep, deadline=self._deadline, retry=self._spool is None
+            )
+            pending = len(outcome.pending)
+            if pending and self._spool is not None:
+                self._spool.write(outcome.pending)
+                self._offline = True
+                self._next_replay = time.monotonic() + outcome.retry_after
+                pending = 0
+            # Delivery settles a prefix of the batch; the pending tail stays held.
+            self._settle(count - pending)
+            if pending:
+                return  # interrupted by stop(): the loop comes back with a deadline
+
+    def _replay(self) -> None:
+        spool = self._spool
+        assert spool is not None
+        while time.monotonic() >= self._next_replay:
+            entry = spool.take()
+            if entry is None:
+                self._offline = spool.pending() > 0
+                return
+            outcome = self._sender.deliver(
+                entry.events, wait=self._sleep, deadline=self._deadline, retry=False
+            )
+            if outcome.pending:
+                entry.release()
+                self._next_replay = time.monotonic() + outcome.retry_after
+                return
+            entry.done()
+
+    def _take(self) -> None:
+        """Top `_held` up to one batch with records from the queue, as protobuf events."""
+        wanted = self._options.batch_size - len(self._held)
+        if wanted <= 0 or not self._queue:
+            return
+        with self._cv:
+            count = min(len(self._queue), wanted)
+            records = [self._queue.popleft() for _ in range(count)]
+            self._taken += count
+            self._cv.notify_all()
+        budget = self._options.max_batch_bytes
+        for record in records:
+            event = to_proto(record, self._pseudonymiser)
+            size = event.ByteSize() + _FRAMING_BYTES
+            if size > budget:
+                self._counters.fail(
+                    Failure(
+                        outcome=OVERSIZE,
+                        count=1,
+                        reason=f"the event is {size:,} bytes, over max_batch_bytes ({budget:,})",
+                        event_id=event.event_id.hex(),
+                    )
+                )
+                self._settle_count(1)
+            else:
+                self._held.append(event)
+                self._sizes.append(size)
+
+    def _batch_length(self) -> int:
+        """Return how many held events fit in one request (by count and by bytes)."""
+        budget = self._options.max_batch_bytes
+        total = 0
+        for count, size in enumerate(self._sizes[: self._options.batch_size]):
+            total += size
+            if total > budget:
+                return max(count, 1)
+        return min(len(self._held), self._options.batch_size)
+
+    def _settle(self, count: int) -> None:
+        del self._held[:count]
+        del self._sizes[:count]
+        self._settle_count(count)
+
+    def _settle_count(self, count: int) -> None:
+        with self._cv:
+            self._settled += count
+            self._cv.notify_all()
+
+    def _sleep(self, seconds: float) -> bool:
+        if self._deadline is not None:
+            time.sleep(seconds)  # the sender only sleeps when it ends before the deadline
+            return True
+        return not self._stop.wait(seconds)
+
+    def _finish(self) -> None:
+        """Spool or count as shutdown drops whatever is left."""
+        with self._cv:
+            records = list(self._queue)
+            self._queue.clear()
+            self._taken += len(records)
+        left = self._held + [to_proto(record, self._pseudonymiser) for record in records]
+        self._held, self._sizes = [], []
+        if left and self._spool is not None:
+            self._spool.write(left)
+        elif left:
+            self._counters.fail(
+                Failure(
+                    outcome=SHUTDOWN,
+                    count=len(left),
+                    reason="the client closed before these events could be delivered",
+                )
+            )
+        self._settle_count(len(left))
