@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from uptake._delivery import Sender
 from uptake._event import Pseudonymiser, Record, to_proto
@@ -134,7 +135,7 @@ class Worker:
                 self._settle(count)
                 continue
             outcome = self._sender.deliver(
-                batch, wait=self._sleep, deadline=self._deadline, retry=self._spool is None
+                batch, wait=self._wait(), deadline=self._deadline, retry=self._spool is None
             )
             pending = len(outcome.pending)
             if pending and self._spool is not None:
@@ -156,7 +157,7 @@ class Worker:
                 self._offline = spool.pending() > 0
                 return
             outcome = self._sender.deliver(
-                entry.events, wait=self._sleep, deadline=self._deadline, retry=False
+                entry.events, wait=self._wait(), deadline=self._deadline, retry=False
             )
             if outcome.pending:
                 entry.release()
@@ -212,11 +213,14 @@ class Worker:
             self._settled += count
             self._cv.notify_all()
 
-    def _sleep(self, seconds: float) -> bool:
+    def _wait(self) -> Callable[[float], bool]:
+        """Return how the sender sleeps between tries, given what stop() has said so far."""
         if self._deadline is not None:
-            time.sleep(seconds)  # the sender only sleeps when it ends before the deadline
-            return True
-        return not self._stop.wait(seconds)
+            # The sender sleeps only when the next try still starts before the deadline.
+            return _sleep
+        # No deadline yet: a stop() call cuts the sleep short, and the caller comes
+        # back with the deadline.
+        return lambda seconds: not self._stop.wait(seconds)
 
     def _finish(self) -> None:
         """Spool or count as shutdown drops whatever is left."""
@@ -237,3 +241,8 @@ class Worker:
                 )
             )
         self._settle_count(len(left))
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return True
