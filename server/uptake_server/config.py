@@ -66,7 +66,7 @@ class Settings:
         "UPTAKE_COMMIT_MAX_ROWS", 50_000, "group commit: insert at this many rows"
     )
     commit_max_delay_ms: int = _setting(
-        "UPTAKE_COMMIT_MAX_DELAY_MS", 5, "group commit: wait at most this long to fill an insert"
+        "UPTAKE_COMMIT_MAX_DELAY_MS", 0, "group commit: extra wait to fill an insert"
     )
     max_pending_events: int = _setting(
         "UPTAKE_MAX_PENDING_EVENTS", 200_000, "events waiting for the store before UNAVAILABLE"

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uptake_server.config import Settings
+from uptake_server.errors import StoreLocked
 from uptake_server.store import open_store
 
 _EVENT_SQL = """
@@ -53,7 +54,14 @@ def fetch_events(
     settings: Settings, *, failed: bool = False, tool: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Return the newest stored (or failed) events as dicts."""
-    store = open_store(settings)
+    try:
+        store = open_store(settings)
+    except StoreLocked as exc:
+        raise StoreLocked(
+            f"{exc}. The embedded engine allows one process per data directory, so stop the "
+            "server to inspect its events (with a ClickHouse server as the store, this works "
+            "while the service runs)"
+        ) from None
     try:
         params: dict[str, Any] = {"limit": limit}
         if failed:

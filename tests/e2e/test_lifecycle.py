@@ -96,3 +96,16 @@ def test_serve_without_a_key_outside_dev_mode_names_the_setting(tmp_path: Path) 
     )
     assert result.returncode == 1
     assert "no pseudonym key: set UPTAKE_PSEUDONYM_KEY" in result.stderr
+
+
+def test_inspecting_a_store_held_by_the_server_explains_what_to_do(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "var") as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "uptake_server", "events", "--data-dir", str(server.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "is in use by another Uptake process" in result.stderr
+    assert "stop the server to inspect its events" in result.stderr

@@ -32,7 +32,7 @@ class DirectoryLock:
             os.close(fd)
             raise StoreLocked(
                 f"the data directory {self.directory} is in use by another Uptake process "
-                f"(pid {holder}); stop it first, or give this one its own --data-dir"
+                f"(pid {holder}); stop that process first, or use another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
