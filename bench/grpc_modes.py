@@ -20,15 +20,17 @@ from concurrent import futures
 import grpc
 from rich.console import Console
 from rich.table import Table
-from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 
+from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.ingest.pseudonym import Pseudonymiser
 from uptake_server.ingest.validation import Limits, validate_events
 
 KEY = b"bench-key-0123456789abcdef"
 
 
-def handle(request: ingest_pb2.IngestRequest, pseudonymise: Pseudonymiser) -> ingest_pb2.IngestResponse:
+def handle(
+    request: ingest_pb2.IngestRequest, pseudonymise: Pseudonymiser
+) -> ingest_pb2.IngestResponse:
     result = validate_events(
         request.events,
         batch_id=request.batch_id,
@@ -82,8 +84,12 @@ def client(target: str, batch: int, seconds: float, out: mp.Queue) -> None:  # t
     request = ingest_pb2.IngestRequest(
         events=[
             ingest_pb2.Event(
-                event_id=os.urandom(16), occurred_at_ms=now, tool="wiki", action="view",
-                user_id=f"user-{i}", org_unit="sales",
+                event_id=os.urandom(16),
+                occurred_at_ms=now,
+                tool="wiki",
+                action="view",
+                user_id=f"user-{i}",
+                org_unit="sales",
             )
             for i in range(batch)
         ]

@@ -11,8 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
-from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 
+from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.config import Settings
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer

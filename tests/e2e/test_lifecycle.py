@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
-from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 
 from tests.support.servers import ServerProcess, free_port, health_status, stored_events
+from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 
 
 def send(target: str, n: int, *, tool: str = "wiki") -> list[bytes]:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uptake
-
 from tests.support.servers import ServerProcess, stored_events
 
 

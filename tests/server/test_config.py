@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from uptake_server.config import Settings, load_settings, settings_table
 from uptake_server.errors import ConfigError
 

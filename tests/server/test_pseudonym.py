@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from uptake_server.config import load_settings
 from uptake_server.errors import ConfigError
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key

@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.servers import stored_events
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.app import Service, create_server
 from uptake_server.config import Settings, load_settings
@@ -25,8 +27,6 @@ from uptake_server.ingest.validation import Limits
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns
 from uptake_server.store.group_commit import GroupCommitter
-
-from tests.support.servers import stored_events
 
 
 def settings_for(data_dir: Path, **extra: object) -> Settings:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+
 from uptake_server.errors import StoreLocked, StoreOverloaded
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns

@@ -6,6 +6,7 @@ import os
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from uptake.v1 import ingest_pb2
 from uptake_server.ingest.validation import (
     CODES,

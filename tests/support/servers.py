@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from uptake_server.config import load_settings
 from uptake_server.inspection import fetch_events
 
