@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 import uptake
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse, Rejection
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 
 import grpc
-import uptake
 
+import uptake
 from tests.sdk.fake_server import FakeServer, fail, reject, slow, unavailable
 from tests.sdk.test_client import wait_until
 from tests.support.servers import free_port

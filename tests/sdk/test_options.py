@@ -6,6 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 import uptake
 from uptake._options import Options, resolve
 

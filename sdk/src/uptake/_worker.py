@@ -76,7 +76,9 @@ class Worker:
         self._wake.set()
         try:
             with self._cv:
-                done = self._cv.wait_for(lambda: self._settled >= target, max(timeout, 0))
+                done = self._cv.wait_for(
+                    lambda: self._settled >= target and not self._offline, max(timeout, 0)
+                )
         finally:
             with self._cv:
                 self._urgent -= 1
@@ -110,8 +112,8 @@ class Worker:
         try:
             while True:
                 stopping = self._stop.is_set()
-                if not stopping and not self._urgent:
-                    self._wake.wait(self._options.flush_interval)
+                if not stopping:
+                    self._wake.wait(self._idle_time())
                 self._wake.clear()
                 self._drain()
                 if stopping:
@@ -120,6 +122,15 @@ class Worker:
             log.exception("uptake: the background worker failed; events are dropped")
         finally:
             self._finish()
+
+    def _idle_time(self) -> float:
+        """Return how long to sleep before the next round, unless woken."""
+        idle = self._options.flush_interval
+        if self._urgent and (self._queue or self._held):
+            return 0.0
+        if self._offline:
+            idle = min(idle, max(self._next_replay - time.monotonic(), 0.0))
+        return idle
 
     def _drain(self) -> None:
         while True:
@@ -154,7 +165,9 @@ class Worker:
         while time.monotonic() >= self._next_replay:
             entry = spool.take()
             if entry is None:
-                self._offline = spool.pending() > 0
+                with self._cv:
+                    self._offline = spool.pending() > 0
+                    self._cv.notify_all()
                 return
             outcome = self._sender.deliver(
                 entry.events, wait=self._wait(), deadline=self._deadline, retry=False
