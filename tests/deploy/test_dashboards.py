@@ -113,10 +113,12 @@ def test_adoption_dashboard_has_tool_and_org_unit_variables_and_go_live(name: st
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_panel_ids_are_unique_and_panels_do_not_overlap(name: str) -> None:
+def test_panel_ids_and_titles_are_unique_and_panels_do_not_overlap(name: str) -> None:
     every = list(dashboards.panels(MODELS[name]))
     ids = [panel["id"] for panel in every]
     assert len(set(ids)) == len(ids), f"{name}: duplicate panel ids"
+    titles = [panel["title"] for panel in every if panel["type"] != "row"]
+    assert len(set(titles)) == len(titles), f"{name}: duplicate panel titles"
     cells: dict[tuple[int, int], str] = {}
     for panel in every:
         grid = panel["gridPos"]
