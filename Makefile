@@ -51,5 +51,5 @@ CHART := deploy/helm/uptake
 chart: $(STAMP) ## lint, render and validate the Helm chart, then package it into dist/
 	@bash scripts/get_helm.sh >/dev/null
 	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/defaults-values.yaml
-	$(PY) -m pytest tests/deploy/test_chart.py
+	$(PY) -m pytest tests/deploy/test_chart.py tests/deploy/test_chart_values.py tests/deploy/test_health_check.py
 	$(HELM) package $(CHART) --destination dist
