@@ -23,4 +23,4 @@ def make_client() -> Iterator[Callable[..., uptake.Client]]:
 
     yield make
     for client in clients:
-        client.close(timeout=2)
+        client.close(timeout=0.5)

@@ -113,6 +113,7 @@ class FakeServer(ingest_pb2_grpc.IngestServiceServicer):
     """The scripted server; use as a context manager."""
 
     port: int = 0
+    credentials: grpc.ServerCredentials | None = None  # TLS when given
     max_events: int | None = None  # more events per request: RESOURCE_EXHAUSTED
     script: deque[Behaviour] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
@@ -147,7 +148,10 @@ class FakeServer(ingest_pb2_grpc.IngestServiceServicer):
         """Serve on the port (a free one when 0)."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(self, server)
-        self.port = server.add_insecure_port(self.target)
+        if self.credentials is None:
+            self.port = server.add_insecure_port(self.target)
+        else:
+            self.port = server.add_secure_port(self.target, self.credentials)
         server.start()
         self._server = server
         return self
