@@ -53,6 +53,7 @@ KPI_METRICS = {
     "uptake_kpi_refresh_duration_seconds": "gauge",
     "uptake_kpi_refresh_errors_total": "counter",
     "uptake_kpi_series_suppressed": "gauge",
+    "uptake_kpi_definitions_info": "gauge",
 }
 # Exported by the host applications that embed the SDK, under their own jobs.
 SDK_METRICS = {"uptake_sdk_events_total": "counter"}
