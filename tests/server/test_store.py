@@ -19,6 +19,7 @@ from uptake_server.model import EventColumns, FailedColumns
 from uptake_server.store import ClickHouseStore, SchemaContext
 from uptake_server.store.dsn import parse_dsn
 from uptake_server.store.group_commit import GroupCommitter
+from uptake_server.store.schema import MIGRATIONS
 
 NOW_MS = int(time.time() * 1000)
 
@@ -57,7 +58,7 @@ def count(store: ClickHouseStore, table: str = "events") -> int:
 def test_migrations_are_recorded_and_idempotent(store: ClickHouseStore) -> None:
     assert store.migrate(SchemaContext()) == []
     versions = store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
-    assert versions == [(1,)]
+    assert versions == [(m.version,) for m in MIGRATIONS]
     tables = {
         r[0] for r in store.query("SELECT name FROM system.tables WHERE database = 'default'")
     }

@@ -13,6 +13,7 @@ from uptake_server.ingest.validation import (
     MAX_PROPERTIES,
     MAX_PROPERTIES_BYTES,
     Limits,
+    _event_problem,
     batch_id_problem,
     validate_events,
 )
@@ -192,3 +193,38 @@ def test_every_event_is_either_accepted_or_rejected_exactly_once(
     for tool, uid in zip(result.events.tool, result.events.user_id, strict=True):
         assert 1 <= len(tool) <= 64 and tool[0].isalpha() and tool == tool.lower()
         assert len(uid) == 16
+
+
+near_valid_event = st.fixed_dictionaries(
+    {
+        "event_id": st.sampled_from([b"a" * 16, b"b" * 16, b"c" * 15, b""]),
+        "occurred_at_ms": st.sampled_from(
+            [NOW, NOW - 1000, NOW + 300_000, NOW + 300_001, NOW - 10 * 86_400_000, 0]
+        ),
+        "tool": st.sampled_from(["wiki", "chat", "Wiki", ""]),
+        "action": st.sampled_from(["view", "edit", "e dit"]),
+        "user_id": st.sampled_from(["alice", "bob", "", "u" * 257, "nul\x00"]),
+        "org_unit": st.sampled_from(["", "sales", "o" * 129, "tab\t"]),
+        "feature": st.sampled_from(["", "editor", "Editor"]),
+        "client": st.sampled_from(["", "uptake-python/0.1.0", "c" * 65]),
+        "property_keys": st.sampled_from([[], ["a"], ["a", "a"], ["B"]]),
+        "property_values": st.sampled_from([[], ["1"], ["1", "2"]]),
+    }
+)
+
+
+@given(st.lists(near_valid_event, min_size=1, max_size=6))
+def test_batch_fast_path_agrees_with_event_by_event_checks(
+    events: list[dict[str, object]],
+) -> None:
+    messages = [ingest_pb2.Event(**e) for e in events]  # type: ignore[arg-type]
+    result = run(*messages)
+    newest = NOW + LIMITS.max_clock_skew_ms
+    oldest = NOW - LIMITS.retention_ms
+    problems = [_event_problem(m, newest=newest, oldest=oldest) for m in messages]
+    assert list(result.events.event_id) == [
+        m.event_id for m, p in zip(messages, problems, strict=True) if p is None
+    ]
+    assert [(r.index, r.field, r.code) for r in result.rejections] == [
+        (i, p[0], p[1]) for i, p in enumerate(problems) if p is not None
+    ]

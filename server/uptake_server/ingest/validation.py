@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
@@ -112,30 +112,106 @@ def validate_events(
     pseudonymise: Callable[[str], bytes],
 ) -> ValidationResult:
     """Split events into accepted columns and rejections; user ids leave pseudonymised."""
-    out = EventColumns()
-    failed = FailedColumns()
-    rejections: list[Rejection] = []
     newest = now_ms + limits.max_clock_skew_ms
     oldest = now_ms - limits.retention_ms
-    for index, event in enumerate(events):
-        problem = _event_problem(event, newest=newest, oldest=oldest)
-        if problem is not None:
+    failed = FailedColumns()
+    rejections: list[Rejection] = []
+    columns = _all_valid(events, newest=newest, oldest=oldest)
+    if columns is None:
+        columns = _Columns()
+        for index, event in enumerate(events):
+            problem = _event_problem(event, newest=newest, oldest=oldest)
+            if problem is None:
+                columns.add(event)
+                continue
             field, code, reason = problem
             rejections.append(Rejection(index, field, code, reason))
             _add_failed(failed, event, index, problem, batch_id, now_ms, pseudonymise)
-            continue
-        out.event_id.append(event.event_id)
-        out.occurred_at.append(event.occurred_at_ms)
-        out.received_at.append(now_ms)
-        out.tool.append(event.tool)
-        out.action.append(event.action)
-        out.user_id.append(pseudonymise(event.user_id))
-        out.org_unit.append(event.org_unit)
-        out.feature.append(event.feature)
-        out.client.append(event.client)
-        out.property_keys.append(list(event.property_keys))
-        out.property_values.append(list(event.property_values))
+    out = EventColumns(
+        event_id=columns.event_id,
+        occurred_at=columns.occurred_at,
+        received_at=[now_ms] * len(columns.event_id),
+        tool=columns.tool,
+        action=columns.action,
+        user_id=[pseudonymise(u) for u in columns.user_id],
+        org_unit=columns.org_unit,
+        feature=columns.feature,
+        client=columns.client,
+        property_keys=columns.property_keys,
+        property_values=columns.property_values,
+    )
     return ValidationResult(out, tuple(rejections), failed)
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Valid events as columns, user ids still raw."""
+
+    event_id: list[bytes] = field(default_factory=list)
+    occurred_at: list[int] = field(default_factory=list)
+    tool: list[str] = field(default_factory=list)
+    action: list[str] = field(default_factory=list)
+    user_id: list[str] = field(default_factory=list)
+    org_unit: list[str] = field(default_factory=list)
+    feature: list[str] = field(default_factory=list)
+    client: list[str] = field(default_factory=list)
+    property_keys: list[list[str]] = field(default_factory=list)
+    property_values: list[list[str]] = field(default_factory=list)
+
+    def add(self, event: EventLike) -> None:
+        self.event_id.append(event.event_id)
+        self.occurred_at.append(event.occurred_at_ms)
+        self.tool.append(event.tool)
+        self.action.append(event.action)
+        self.user_id.append(event.user_id)
+        self.org_unit.append(event.org_unit)
+        self.feature.append(event.feature)
+        self.client.append(event.client)
+        self.property_keys.append(list(event.property_keys))
+        self.property_values.append(list(event.property_values))
+
+
+def _all_valid(events: Sequence[EventLike], *, newest: int, oldest: int) -> _Columns | None:
+    """Return the columns if every event is valid, else None (then check one by one).
+
+    Checks whole columns at once: distinct slugs once each, lengths by min/max,
+    control characters by one search over the joined column. Valid batches are
+    the common case, and this costs a fraction of the event-by-event path.
+    """
+    if not events:
+        return _Columns()
+    ids = [e.event_id for e in events]
+    stamps = [e.occurred_at_ms for e in events]
+    users = [e.user_id for e in events]
+    orgs = [e.org_unit for e in events]
+    if (
+        any(len(i) != EVENT_ID_BYTES for i in ids)
+        or min(stamps) < max(oldest, 1)
+        or max(stamps) > newest
+        or min(map(len, users)) == 0
+        or max(map(len, users)) > MAX_USER_ID_CHARS
+        or max(map(len, orgs)) > MAX_ORG_UNIT_CHARS
+        or _CONTROL.search("".join(users))
+        or _CONTROL.search("".join(orgs))
+    ):
+        return None
+    tools = [e.tool for e in events]
+    actions = [e.action for e in events]
+    features = [e.feature for e in events]
+    clients = [e.client for e in events]
+    if (
+        any(_slug_problem("tool", t, required=True) for t in set(tools))
+        or any(_slug_problem("action", a, required=True) for a in set(actions))
+        or any(_slug_problem("feature", f, required=False) for f in set(features))
+        or any(_text_problem("client", c, MAX_CLIENT_CHARS, required=False) for c in set(clients))
+    ):
+        return None
+    keys = [list(e.property_keys) for e in events]
+    values = [list(e.property_values) for e in events]
+    for k, v in zip(keys, values, strict=True):
+        if (k or v) and _properties_problem(k, v) is not None:
+            return None
+    return _Columns(ids, stamps, tools, actions, users, orgs, features, clients, keys, values)
 
 
 _Problem = tuple[str, str, str]
