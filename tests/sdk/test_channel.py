@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import socket
 import subprocess
 import threading
@@ -25,17 +26,19 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     openssl = require_tool("openssl", install="apt-get install openssl")
     directory = tmp_path_factory.mktemp("tls")
 
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+    def run(command: str) -> None:
+        subprocess.run(
+            [openssl, *shlex.split(command)], cwd=directory, check=True, capture_output=True
+        )
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    run("req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=test CA' -keyout ca.key -out ca.pem")
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")  # fmt: skip
+        run(f"req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr")
+        run(
+            f"x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+            f"-extfile san.ext -out {name}.pem"
+        )
     return directory
 
 
