@@ -16,6 +16,8 @@ CHART = ROOT / "deploy" / "helm" / "uptake"
 # this was written; kubernetes-validate ships schemas for both.
 KUBE_VERSIONS = ("1.35.0", "1.37.0")
 CRD_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+# helm template arguments that make the Prometheus Operator CRDs available.
+WITH_CRDS = tuple(arg for api in CRD_APIS for arg in ("--api-versions", api))
 SCENARIOS = ("defaults", "everything", "external-clickhouse", "cluster")
 RELEASE = "rel"
 NAMESPACE = "adoption"

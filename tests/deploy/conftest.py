@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.conftest import IN_CI
-from tests.deploy.chart import CRD_APIS, ROOT, SCENARIOS, Rendered, render, values_file
+from tests.deploy.chart import ROOT, SCENARIOS, WITH_CRDS, Rendered, render, values_file
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +27,4 @@ def helm() -> str:
 @pytest.fixture(scope="session")
 def rendered(helm: str) -> dict[str, Rendered]:
     """Render every scenario once, with the Prometheus Operator CRDs available."""
-    crds = [arg for api in CRD_APIS for arg in ("--api-versions", api)]
-    return {s: render(helm, "-f", values_file(s), *crds) for s in SCENARIOS}
+    return {s: render(helm, "-f", values_file(s), *WITH_CRDS) for s in SCENARIOS}
