@@ -18,8 +18,9 @@ from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer
 from uptake_server.ingest.validation import Limits
 from uptake_server.metrics import ServiceMetrics
-from uptake_server.store import ClickHouseStore, open_store, schema_context
+from uptake_server.store import open_store, schema_context
 from uptake_server.store.group_commit import GroupCommitter
+from uptake_server.store.protocol import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServiceMetrics(registry=self.registry)
         pseudonymiser = Pseudonymiser(load_key(settings))
-        self.store: ClickHouseStore = open_store(settings)
+        self.store: EventStore = open_store(settings)
         self._stopped = threading.Event()
         self._metrics_http: WSGIServer | None = None
         try:

@@ -123,7 +123,7 @@ def _announce(service: Any) -> None:
         f"Uptake {__version__} is running" + (" in DEV MODE" if settings.dev else ""),
         f"  gRPC ingest   {service.grpc_target}",
         f"  metrics       {service.metrics_url}",
-        f"  store         {service.store.target.describe()}",
+        f"  store         {service.store.describe()}",
     ]
     if settings.dev:
         lines += [

@@ -189,3 +189,4 @@ def test_failed_events_are_stored(store: ClickHouseStore) -> None:
     assert store.query("SELECT batch_id, event_index, code FROM failed_events") == [
         ("b1", 3, "invalid_slug")
     ]
+

@@ -189,6 +189,10 @@ class ClickHouseStore:
             )
         )
 
+    def describe(self) -> str:
+        """Return where the store is, fit for logs (never a password)."""
+        return self.target.describe()
+
     def ping(self) -> bool:
         """Return whether the store answers a trivial query."""
         try:

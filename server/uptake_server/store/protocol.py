@@ -1,0 +1,36 @@
+"""The EventStore protocol: what the service needs of any event store."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from uptake_server.model import EventColumns, FailedColumns
+from uptake_server.store.schema import SchemaContext
+
+
+class EventStore(Protocol):
+    """Stores events and failed events; answers read queries for KPIs and inspection."""
+
+    def migrate(self, ctx: SchemaContext) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+        ...
+
+    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
+        """Store the rows (events once per id); return the event ids stored before."""
+        ...
+
+    def describe(self) -> str:
+        """Return where the store is, fit for logs (never a password)."""
+        ...
+
+    def ping(self) -> bool:
+        """Return whether the store answers now."""
+        ...
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query and return its rows."""
+        ...
+
+    def close(self) -> None:
+        """Release every connection (and the embedded data directory)."""
+        ...
