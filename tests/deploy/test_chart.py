@@ -294,3 +294,20 @@ def test_helm_test_pod_checks_both_services(rendered: dict[str, Rendered]) -> No
     checks = rendered["defaults"].one("ConfigMap", f"{RELEASE}-uptake-test-health")
     shipped = (CHART / "files" / "health_check.py").read_text()
     assert checks["data"]["health_check.py"] == shipped
+
+
+def test_network_policies_admit_what_the_release_needs(rendered: dict[str, Rendered]) -> None:
+    values = scenario_values("everything")["networkPolicy"]
+    r = rendered["everything"]
+    ingress = r.one("NetworkPolicy", f"{RELEASE}-uptake-ingest")["spec"]["ingress"]
+    grpc_rule = next(rule for rule in ingress if rule["ports"][0]["port"] == "grpc")
+    test_labels = r.one("Pod", f"{RELEASE}-uptake-test-health")["metadata"]["labels"]
+    selectors = [peer["podSelector"]["matchLabels"] for peer in grpc_rule["from"][:1]]
+    assert selectors and selectors[0].items() <= test_labels.items()
+    assert grpc_rule["from"][1:] == values["grpcFrom"]
+    egress = r.one("NetworkPolicy", f"{RELEASE}-uptake-egress")["spec"]["egress"]
+    allowed = {(p["port"], p["protocol"]) for rule in egress for p in rule["ports"]}
+    assert {(53, "UDP"), (53, "TCP")} <= allowed
+    assert {(port, "TCP") for port in values["egress"]["storePorts"]} <= allowed
+    store_rule = next(rule for rule in egress if rule.get("to") == values["egress"]["storeTo"])
+    assert [p["port"] for p in store_rule["ports"]] == values["egress"]["storePorts"]
