@@ -53,3 +53,8 @@ chart: $(STAMP) ## lint, render and validate the Helm chart, then package it int
 	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/defaults-values.yaml
 	$(PY) -m pytest tests/deploy/test_chart.py tests/deploy/test_chart_values.py tests/deploy/test_health_check.py
 	$(HELM) package $(CHART) --destination dist
+
+.PHONY: bench-sdk
+bench-sdk: $(STAMP) ## cost of one track() call: Uptake vs posthog.capture() vs Segment's track()
+	$(PY) -m pip install --quiet posthog segment-analytics-python
+	$(PY) bench/sdk/track_cost.py
