@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from uptake_server.errors import ConfigError
 
 MIN_GROUP_SIZE_FLOOR = 3
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.{}-]+")
 
 
 def _setting(env: str, default: Any, doc: str) -> Any:
@@ -87,6 +89,32 @@ class Settings:
     kpi_refresh_seconds: float = _setting(
         "UPTAKE_KPI_REFRESH_SECONDS", 60.0, "KPI refresh interval"
     )
+    store_password: str = field(
+        default="",
+        repr=False,
+        metadata={"env": "UPTAKE_STORE_PASSWORD", "doc": "ClickHouse password (prefer the file)"},
+    )
+    store_ca_file: str = _setting(
+        "UPTAKE_STORE_CA_FILE", "", "CA bundle that signs the ClickHouse server certificate (https)"
+    )
+    store_connect_timeout_seconds: int = _setting(
+        "UPTAKE_STORE_CONNECT_TIMEOUT_SECONDS", 5, "time to connect to ClickHouse"
+    )
+    store_query_timeout_seconds: int = _setting(
+        "UPTAKE_STORE_QUERY_TIMEOUT_SECONDS", 20, "time a ClickHouse statement may take"
+    )
+    cluster: str = _setting(
+        "UPTAKE_CLUSTER", "", "ClickHouse cluster: ON CLUSTER DDL, replicated tables, sharding"
+    )
+    insert_quorum: int = _setting(
+        "UPTAKE_INSERT_QUORUM", 0, "replicas that must confirm an insert (cluster; 0: off)"
+    )
+    async_insert: bool = _setting(
+        "UPTAKE_ASYNC_INSERT", False, "server-side insert batching (async_insert, waited for)"
+    )
+    aggregate_retention_days: int = _setting(
+        "UPTAKE_AGGREGATE_RETENTION_DAYS", 1096, "KPI aggregates kept this long (3 years)"
+    )
 
     def __post_init__(self) -> None:
         _check_address(self, "grpc_listen")
@@ -99,6 +127,9 @@ class Settings:
             "commit_max_rows",
             "max_pending_events",
             "grpc_workers",
+            "store_connect_timeout_seconds",
+            "store_query_timeout_seconds",
+            "aggregate_retention_days",
         ):
             _check(self, name, getattr(self, name) >= 1, "must be at least 1")
         for name in (
@@ -129,6 +160,7 @@ class Settings:
             self.store_dsn == "" or self.store_dsn.split("://", 1)[0] in ("chdb", "http", "https"),
             f"must start with chdb://, http:// or https://, got {self.store_dsn!r}",
         )
+        _check_storage(self)
 
     @property
     def data_path(self) -> Path:
@@ -209,6 +241,39 @@ def _check(settings: Settings, name: str, ok: bool, problem: str) -> None:
         raise ConfigError(
             f"setting {name} ({env_name(name)}) {problem}; got {getattr(settings, name)!r}"
         )
+
+
+def _check_storage(settings: Settings) -> None:
+    _check(
+        settings,
+        "cluster",
+        settings.cluster == "" or _CLUSTER_NAME.fullmatch(settings.cluster) is not None,
+        "must be a cluster name of letters, digits, _ . - or a {macro}",
+    )
+    _check(settings, "insert_quorum", settings.insert_quorum >= 0, "must not be negative")
+    _check(
+        settings,
+        "insert_quorum",
+        settings.insert_quorum == 0 or settings.cluster != "",
+        f"needs a replicated cluster ({env_name('cluster')})",
+    )
+    _check(
+        settings,
+        "aggregate_retention_days",
+        settings.aggregate_retention_days >= settings.retention_days,
+        f"must be at least the raw event retention ({settings.retention_days} days)",
+    )
+
+
+def _check_security(settings: Settings) -> None:
+    for name in ("max_inflight_bytes", "max_inflight_events"):
+        _check(settings, name, getattr(settings, name) >= 1, "must be at least 1")
+    _check(
+        settings,
+        "rate_limit_events_per_second",
+        settings.rate_limit_events_per_second >= 0,
+        "must not be negative (0 turns the limit off)",
+    )
 
 
 def _check_address(settings: Settings, name: str) -> None:

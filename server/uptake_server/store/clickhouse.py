@@ -1,14 +1,30 @@
 """The event store, implemented once on clickhouse-connect for chDB and ClickHouse servers.
 
-One client per role (writer, reader), never an auto-generated session id;
-column-oriented inserts with the column types given, so no DESCRIBE per insert.
+One client per role (admin, writer, reader, ...), never an auto-generated session id
+(sessions would serialise a role's calls and pin them to one server); column-oriented
+inserts with the column types given, so no DESCRIBE per insert; compressed HTTP in
+both directions; connect and statement timeouts; transient failures retried a
+bounded number of times.
+
+Retries are safe because every insert carries an ``insert_deduplication_token``
+derived from its rows' event ids (see `event_token`). The group committer merges
+requests, so a token per request would never match: the block that is retried is a
+merged one. The token is a hash of the block's sorted event ids, so it identifies
+exactly the events being written, in any order and at any receive time. A retry of
+the same block (ours, or clickhouse-connect's own replay after the server closed the
+connection) is dropped by the server if the first attempt was in fact committed.
+Requests retried later by SDKs are regrouped differently; the pre-insert lookup in
+``event_ids`` catches those.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +32,12 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
+from uptake_server import __version__
 from uptake_server.errors import StoreError, StoreLocked, StoreUnavailable
 from uptake_server.model import EVENT_COLUMNS, FAILED_COLUMNS, EventColumns, FailedColumns
 from uptake_server.store.dsn import StoreTarget
 from uptake_server.store.lock import DirectoryLock
-from uptake_server.store.schema import MIGRATIONS, MIGRATIONS_TABLE, SchemaContext
+from uptake_server.store.schema import SchemaContext
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +47,61 @@ _FAILED_NAMES = [name for name, _ in FAILED_COLUMNS]
 _FAILED_TYPES = [kind for _, kind in FAILED_COLUMNS]
 # Ids per duplicate lookup: keeps each query well under max_query_size.
 _LOOKUP_CHUNK = 10_000
+# ClickHouse errors that say "not now" rather than "never": overload, timeouts,
+# network trouble, replicas or Keeper away, a commit of unknown outcome.
+TRANSIENT_CODES = frozenset(
+    {3, 159, 202, 203, 209, 210, 241, 242, 252, 285, 286, 319, 425, 999, 1000}
+)
+RETRY_BASE_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreOptions:
+    """How the store talks to ClickHouse; the settings of the same names choose them."""
+
+    password: str | None = None
+    ca_file: str | None = None
+    connect_timeout_seconds: int = 5
+    query_timeout_seconds: int = 20
+    cluster: str = ""
+    insert_quorum: int = 0
+    async_insert: bool = False
+    insert_attempts: int = 3
+
+
+def event_token(event_ids: Iterable[bytes]) -> str:
+    """Return the deduplication token of a block of events: a hash of its sorted ids."""
+    digest = hashlib.sha256()
+    for event_id in sorted(event_ids):
+        digest.update(event_id)
+    return f"uptake-events-{digest.hexdigest()}"
+
+
+def failed_token(failed: FailedColumns) -> str:
+    """Return the deduplication token of a block of failed events: a hash of its rows."""
+    digest = hashlib.sha256()
+    for column in failed.columns():
+        digest.update(repr(column).encode())
+    return f"uptake-failed-{digest.hexdigest()}"
 
 
 class ClickHouseStore:
     """Events and failed events in ClickHouse, embedded (chDB) or on a server."""
 
-    def __init__(
-        self,
-        target: StoreTarget,
-        *,
-        password: str | None = None,
-        connect_timeout: float = 10.0,
-        query_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, target: StoreTarget, *, options: StoreOptions | None = None) -> None:
         self.target = target
+        self.options = options or StoreOptions()
         self._lock: DirectoryLock | None = None
         self._clients: dict[str, Client] = {}
         self._client_guard = threading.Lock()
-        self._password = password
-        self._timeouts = (connect_timeout, query_timeout)
         if target.engine == "chdb":
             path = self._path()
             path.mkdir(parents=True, exist_ok=True)
             self._lock = DirectoryLock(path)
             self._lock.acquire()
         try:
-            self.client("writer")
+            # Fail at start-up, with the reason, when the store cannot be reached.
+            self.client("admin")
         except BaseException:
             self.close()
             raise
@@ -66,16 +112,16 @@ class ClickHouseStore:
         return self.target.path
 
     def client(self, role: str) -> Client:
-        """Return the client of a role (writer, reader, kpi, ...), creating it once."""
+        """Return the client of a role (admin, writer, reader, kpi, ...), creating it once."""
         with self._client_guard:
             existing = self._clients.get(role)
             if existing is not None:
                 return existing
-            self._clients[role] = client = self._connect()
+            self._clients[role] = client = self._connect(role)
             return client
 
-    def _connect(self) -> Client:
-        target = self.target
+    def _connect(self, role: str) -> Client:
+        target, options = self.target, self.options
         try:
             if target.engine == "chdb":
                 return clickhouse_connect.get_client(interface="chdb", path=str(self._path()))
@@ -83,13 +129,17 @@ class ClickHouseStore:
                 host=target.host,
                 port=target.port,
                 username=target.username,
-                password=self._password or "",
-                database=target.database,
+                password=options.password or "",
+                # The admin role works before the database exists (it creates it).
+                database=None if role == "admin" else target.database,
                 secure=target.secure,
-                connect_timeout=self._timeouts[0],
-                send_receive_timeout=self._timeouts[1],
+                ca_cert=options.ca_file or None,
+                connect_timeout=options.connect_timeout_seconds,
+                send_receive_timeout=options.query_timeout_seconds,
                 autogenerate_session_id=False,
                 compress=True,
+                # Shown in system.query_log, so operators can tell the roles apart.
+                client_name=f"uptake-server/{__version__} ({role})",
             )
         except (OperationalError, DatabaseError) as exc:
             if target.engine == "chdb" and "EmbeddedServer" in str(exc):
@@ -97,54 +147,40 @@ class ClickHouseStore:
                     f"the data directory {target.path} is in use by another process; "
                     "stop it first, or give this server its own --data-dir"
                 ) from None
-            raise StoreUnavailable(f"cannot connect to {target.describe()}: {exc}") from exc
+            raise self._classify(exc, f"cannot connect to {target.describe()}") from exc
+
+    def ensure_database(self, ctx: SchemaContext) -> None:
+        """Create the store's database (on every node of a cluster) if it does not exist."""
+        if self.target.engine == "chdb":
+            return
+        on_cluster = f" ON CLUSTER '{ctx.cluster}'" if ctx.cluster else ""
+        statement = f"CREATE DATABASE IF NOT EXISTS `{self.target.database}`{on_cluster}"
+        client = self.client("admin")
+        self._run(lambda: client.command(statement))
 
     def migrate(self, ctx: SchemaContext) -> list[str]:
-        """Apply the migrations not yet recorded; return the names applied."""
-        client = self.client("writer")
-        self._run(lambda: client.command(MIGRATIONS_TABLE))
-        done = {
-            row[0]
-            for row in self._run(
-                lambda: client.query("SELECT version FROM schema_migrations").result_rows
-            )
-        }
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version in done:
-                continue
-            for statement in migration.statements(ctx):
-                self._run(lambda s=statement: client.command(s))  # type: ignore[misc]
-            self._run(
-                lambda m=migration: client.insert(  # type: ignore[misc]
-                    "schema_migrations",
-                    [[m.version], [m.name]],
-                    column_names=["version", "name"],
-                    column_type_names=["UInt32", "String"],
-                    column_oriented=True,
-                )
-            )
-            applied.append(f"{migration.version}: {migration.name}")
-            log.info("schema migration %s applied", applied[-1])
-        return applied
+        """Apply the migrations not yet recorded and converge table policies; return changes."""
+        from uptake_server.store.migrations import migrate
+
+        return migrate(self, ctx)
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         """Return which of these event ids the store already holds."""
         client = self.client("writer")
         found: set[bytes] = set()
         for start in range(0, len(ids), _LOOKUP_CHUNK):
-            # The ids travel as one hex literal (only 0-9a-f, so nothing to
-            # escape): measured three times faster than an Array(String)
-            # parameter. toFixedString matters: comparing FixedString with a
-            # plain String ignores trailing zero bytes.
-            blob = b"".join(ids[start : start + _LOOKUP_CHUNK]).hex()
-            sql = (
-                "SELECT event_id FROM event_ids WHERE event_id IN ("
-                "SELECT toFixedString(substring(s, n * 16 + 1, 16), 16) "
-                f"FROM (SELECT unhex('{blob}') AS s) ARRAY JOIN range(length(s) DIV 16) AS n) "
-                f"SETTINGS max_query_size = {len(blob) + 4096}"
+            chunk = [i.hex() for i in ids[start : start + _LOOKUP_CHUNK]]
+            # toFixedString: comparing FixedString to a plain String ignores
+            # trailing zero bytes, so an id ending in 0x00 would never match.
+            rows = self._run(
+                lambda c=chunk: (
+                    client.query(  # type: ignore[misc]
+                        "SELECT event_id FROM event_ids WHERE event_id IN "
+                        "(SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))",
+                        parameters={"ids": c},
+                    ).result_rows
+                )
             )
-            rows = self._run(lambda q=sql: client.query(q).result_rows)  # type: ignore[misc]
             found.update(row[0] for row in rows)
         return found
 
@@ -153,7 +189,6 @@ class ClickHouseStore:
 
         An id repeated within `events` is stored once, at its first occurrence.
         """
-        client = self.client("writer")
         already: set[bytes] = set()
         if len(events):
             keep: list[int] = []
@@ -166,28 +201,76 @@ class ClickHouseStore:
             if already or len(keep) != len(events):
                 events = events.select([i for i in keep if events.event_id[i] not in already])
         if len(events):
-            self._insert(client, "events", events.columns(), _EVENT_NAMES, _EVENT_TYPES)
+            self.insert_columns(
+                "events",
+                events.columns(),
+                names=_EVENT_NAMES,
+                types=_EVENT_TYPES,
+                token=event_token(events.event_id),
+            )
         if len(failed):
-            self._insert(client, "failed_events", failed.columns(), _FAILED_NAMES, _FAILED_TYPES)
+            self.insert_columns(
+                "failed_events",
+                failed.columns(),
+                names=_FAILED_NAMES,
+                types=_FAILED_TYPES,
+                token=failed_token(failed),
+            )
         return already
 
-    def _insert(
+    def insert_columns(
         self,
-        client: Client,
         table: str,
-        columns: list[list[Any]],
+        columns: Sequence[Sequence[Any]],
+        *,
         names: list[str],
         types: list[str],
+        token: str,
     ) -> None:
-        self._run(
+        """Insert column-oriented rows with a deduplication token, retrying transient failures."""
+        client = self.client("writer")
+        settings = {**self._insert_settings(), "insert_deduplication_token": token}
+        self._retrying(
+            f"insert into {table}",
             lambda: client.insert(
                 table,
                 columns,
                 column_names=names,
                 column_type_names=types,
                 column_oriented=True,
-            )
+                settings=settings,
+            ),
         )
+
+    def _insert_settings(self) -> dict[str, Any]:
+        options = self.options
+        settings: dict[str, Any] = {}
+        if options.async_insert:
+            # Batched by the server, but still acknowledged only once written.
+            settings |= {"async_insert": 1, "wait_for_async_insert": 1}
+            settings["async_insert_deduplicate"] = 1
+        if options.cluster:
+            # Into the shards before the insert returns, not queued on this node.
+            settings["distributed_foreground_insert"] = 1
+        if options.insert_quorum:
+            settings["insert_quorum"] = options.insert_quorum
+        return settings
+
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run a statement that returns no rows (DDL, mutations, INSERT ... SELECT)."""
+        client = self.client("writer")
+        self._run(lambda: client.command(sql, parameters=parameters, settings=settings))
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query on the reader client and return its rows."""
+        client = self.client("reader")
+        return list(self._run(lambda: client.query(sql, parameters=parameters).result_rows))
 
     def describe(self) -> str:
         """Return where the store is, fit for logs (never a password)."""
@@ -202,11 +285,6 @@ class ClickHouseStore:
             return False
         return True
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a read query on the reader client and return its rows."""
-        client = self.client("reader")
-        return list(self._run(lambda: client.query(sql, parameters=parameters).result_rows))
-
     def close(self) -> None:
         """Close every client and release the data directory."""
         with self._client_guard:
@@ -220,10 +298,37 @@ class ClickHouseStore:
             self._lock.release()
             self._lock = None
 
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        attempts = self.options.insert_attempts
+        attempt = 1
+        while True:
+            try:
+                return self._run(call)
+            except StoreUnavailable as exc:
+                spent = time.monotonic() - started
+                if attempt >= attempts or spent > self.options.query_timeout_seconds:
+                    raise
+                delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1)
+                log.warning(
+                    "%s failed (attempt %d of %d, retrying in %.1f s): %s",
+                    what,
+                    attempt,
+                    attempts,
+                    delay,
+                    exc,
+                )
+                time.sleep(delay)
+                attempt += 1
+
     def _run(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except OperationalError as exc:
-            raise StoreUnavailable(f"{self.target.describe()} is unavailable: {exc}") from exc
-        except DatabaseError as exc:
-            raise StoreError(f"{self.target.describe()} failed: {exc}") from exc
+        except (OperationalError, DatabaseError) as exc:
+            raise self._classify(exc, f"{self.target.describe()} failed") from exc
+
+    def _classify(self, exc: ClickHouseError, context: str) -> StoreError:
+        code = getattr(exc, "code", None)
+        if isinstance(exc, OperationalError) or code in TRANSIENT_CODES:
+            return StoreUnavailable(f"{context} (unavailable): {exc}")
+        return StoreError(f"{context}: {exc}")

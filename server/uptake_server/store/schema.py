@@ -23,6 +23,9 @@ class SchemaContext:
 
     retention_days: int = 396
     failed_retention_days: int = 30
+    aggregate_retention_days: int = 1096
+    cluster: str = ""  # non-empty: rendered for a cluster (store/cluster.py)
+    database: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +91,34 @@ SELECT event_id, received_at FROM events
 MIGRATIONS: list[Migration] = [
     Migration(1, "events, failed events and event ids", _events_and_failed),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a table keeps rows: its TTL with {days}, and the SchemaContext field of the days.
+
+    Start-up converges each table to the configured days (store/policies.py), so a
+    changed setting alters existing tables too.
+    """
+
+    table: str
+    ttl: str
+    setting: str
+
+    def days(self, ctx: SchemaContext) -> int:
+        """Return the configured days for this table."""
+        return int(getattr(ctx, self.setting))
+
+    def expression(self, days: int) -> str:
+        """Return the TTL expression for a number of days."""
+        return self.ttl.format(days=days)
+
+
+RETENTION: tuple[Retention, ...] = (
+    Retention("events", "toDateTime(occurred_at) + INTERVAL {days} DAY", "retention_days"),
+    Retention(
+        "failed_events", "toDateTime(received_at) + INTERVAL {days} DAY", "failed_retention_days"
+    ),
+    Retention("kpi_user_hours", "hour + INTERVAL {days} DAY", "aggregate_retention_days"),
+    Retention("kpi_user_days", "day + INTERVAL {days} DAY", "aggregate_retention_days"),
+)
