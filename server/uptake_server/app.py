@@ -17,6 +17,7 @@ from uptake_server.config import Settings
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer
 from uptake_server.ingest.validation import Limits
+from uptake_server.kpi.exporter import KpiExporter
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.store import open_store, schema_context
 from uptake_server.store.group_commit import GroupCommitter
@@ -93,6 +94,9 @@ class Service:
             self.server, self.grpc_port = create_server(
                 settings, servicer=servicer, health_servicer=self.health
             )
+            self.kpi: KpiExporter | None = None
+            if settings.kpi_enabled:
+                self.kpi = KpiExporter(settings, self.store, registry=self.registry)
         except BaseException:
             self.store.close()
             raise
@@ -118,6 +122,8 @@ class Service:
         self.server.start()
         self._set_health(self.store.ping())
         self._prober.start()
+        if self.kpi is not None:
+            self.kpi.start()
 
     def _probe(self) -> None:
         while not self._stopped.wait(self.settings.health_interval_seconds):
@@ -148,6 +154,8 @@ class Service:
             threading.Event().wait(self.settings.shutdown_delay_seconds)
         self.server.stop(self.settings.shutdown_grace_seconds).wait()
         self.committer.close()
+        if self.kpi is not None:
+            self.kpi.stop()
         if self._prober.is_alive():
             self._prober.join()
         if self._metrics_http is not None:

@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--limit", type=int, default=20, help="newest N events (default 20)")
     events.add_argument("--format", choices=("table", "json"), default="table")
     _add_setting_flags(events)
+    kpi = commands.add_parser("kpi", help="run the KPI exporter only (no ingestion)")
+    _add_setting_flags(kpi)
+    kpis = commands.add_parser("kpis", help="show the current KPIs (the numbers of /metrics)")
+    kpis.add_argument("--tool", help="only this tool")
+    kpis.add_argument("--format", choices=("table", "json"), default="table")
+    _add_setting_flags(kpis)
+    from uptake_server.simulate.cli import add_arguments
+
+    add_arguments(commands.add_parser("simulate", help="send synthetic adoption through the SDK"))
     return parser
 
 
@@ -65,10 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         configure_logging(level=settings.log_level, fmt=settings.log_format)
-        if args.command == "serve":
-            return _serve(settings)
+        if args.command in ("serve", "kpi"):
+            return _serve(settings, kpi_only=args.command == "kpi")
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "kpis":
+            from uptake_server.kpi.report import show_kpis
+
+            return show_kpis(settings, tool=args.tool, fmt=args.format)
+        if args.command == "simulate":
+            from uptake_server.simulate.cli import run
+
+            return run(args)
         from uptake_server.inspection import show_events
 
         return show_events(
@@ -85,16 +102,20 @@ def _migrate(settings: Settings) -> int:
     store = open_store(settings)
     try:
         applied = store.migrate(schema_context(settings))
+        from uptake_server.kpi.backfill import backfill_with_progress
+
+        backfill_with_progress(store)
     finally:
         store.close()
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return EXIT_OK
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, *, kpi_only: bool = False) -> int:
     from uptake_server.app import Service
+    from uptake_server.kpi.exporter import KpiService
 
-    service = Service(settings)
+    service = KpiService(settings) if kpi_only else Service(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -121,7 +142,7 @@ def _announce(service: Any) -> None:
     settings: Settings = service.settings
     lines = [
         f"Uptake {__version__} is running" + (" in DEV MODE" if settings.dev else ""),
-        f"  gRPC ingest   {service.grpc_target}",
+        f"  gRPC ingest   {getattr(service, 'grpc_target', 'off (KPI exporter only)')}",
         f"  metrics       {service.metrics_url}",
         f"  store         {service.store.describe()}",
     ]

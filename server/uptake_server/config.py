@@ -89,6 +89,18 @@ class Settings:
     kpi_refresh_seconds: float = _setting(
         "UPTAKE_KPI_REFRESH_SECONDS", 60.0, "KPI refresh interval"
     )
+    kpi_enabled: bool = _setting(
+        "UPTAKE_KPI_ENABLED", True, "serve also exports the adoption KPIs (one exporter only)"
+    )
+    max_org_units_per_tool: int = _setting(
+        "UPTAKE_MAX_ORG_UNITS_PER_TOOL", 200, "org units exported per tool; the rest fold"
+    )
+    max_unregistered_tools: int = _setting(
+        "UPTAKE_MAX_UNREGISTERED_TOOLS", 50, "tools outside the registry that are measured"
+    )
+    org_unit_csv: str = _setting(
+        "UPTAKE_ORG_UNIT_CSV", "", "CSV (user_id,org_unit) filling missing org units at ingest"
+    )
     store_password: str = field(
         default="",
         repr=False,
@@ -141,6 +153,8 @@ class Settings:
             _check(self, name, getattr(self, name) >= 0, "must not be negative")
         _check(self, "health_interval_seconds", self.health_interval_seconds > 0, "must be > 0")
         _check(self, "kpi_refresh_seconds", self.kpi_refresh_seconds > 0, "must be > 0")
+        for name in ("max_org_units_per_tool", "max_unregistered_tools"):
+            _check(self, name, getattr(self, name) >= 1, "must be at least 1")
         _check(
             self,
             "min_group_size",

@@ -88,8 +88,93 @@ SELECT event_id, received_at FROM events
     ]
 
 
+def _kpi_aggregates(ctx: SchemaContext) -> list[str]:
+    # Aggregates the KPI refresher reads instead of raw events (docs/kpis.md).
+    # Every aggregate is idempotent (distinct rows, min, max) except the event
+    # count; re-inserting the same events changes no distinct-user figure.
+    return [
+        f"""
+CREATE TABLE IF NOT EXISTS kpi_user_hours (
+    tool LowCardinality(String),
+    hour DateTime('UTC'),
+    user_id FixedString(16),
+    org_unit LowCardinality(String),
+    action LowCardinality(String),
+    feature LowCardinality(String),
+    first_at SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    events SimpleAggregateFunction(sum, UInt64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (tool, hour, user_id, org_unit, action, feature)
+TTL hour + INTERVAL {ctx.retention_days} DAY
+SETTINGS ttl_only_drop_parts = 1
+""",
+        f"""
+CREATE TABLE IF NOT EXISTS kpi_user_days (
+    tool LowCardinality(String),
+    day Date,
+    user_id FixedString(16),
+    org_unit LowCardinality(String),
+    action LowCardinality(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (tool, day, user_id, action, org_unit)
+TTL day + INTERVAL {ctx.retention_days} DAY
+SETTINGS ttl_only_drop_parts = 1
+""",
+        # No TTL: "first event ever" must outlive the raw events.
+        """
+CREATE TABLE IF NOT EXISTS kpi_first_seen (
+    tool LowCardinality(String),
+    user_id FixedString(16),
+    action LowCardinality(String),
+    first_at SimpleAggregateFunction(min, DateTime64(3, 'UTC'))
+) ENGINE = AggregatingMergeTree
+ORDER BY (tool, user_id, action)
+""",
+        """
+CREATE TABLE IF NOT EXISTS kpi_backfill (
+    month UInt32,
+    cutoff DateTime64(3, 'UTC'),
+    done_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(done_at)
+ORDER BY month
+""",
+        *(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS\n"
+            + select.format(where="")
+            for table, select in KPI_VIEWS
+        ),
+        # Month 0 records when the views began: events received before then are
+        # backfilled from the events table (uptake_server.kpi.backfill).
+        "INSERT INTO kpi_backfill (month, cutoff) SELECT 0, now64(3) "
+        "WHERE (SELECT count() FROM kpi_backfill WHERE month = 0) = 0",
+    ]
+
+
+# The view bodies, shared with the backfill so both aggregate alike. {where} is
+# empty in the views and a month filter in the backfill.
+KPI_USER_HOURS_SELECT = """SELECT tool, toStartOfHour(occurred_at) AS hour, user_id, org_unit, action,
+       feature, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
+       toUInt64(count()) AS events
+FROM events {where}
+GROUP BY tool, hour, user_id, org_unit, action, feature"""
+KPI_USER_DAYS_SELECT = """SELECT DISTINCT tool, toDate(occurred_at) AS day, user_id, org_unit, action
+FROM events {where}"""
+KPI_FIRST_SEEN_SELECT = """SELECT tool, user_id, action, min(occurred_at) AS first_at
+FROM events {where}
+GROUP BY tool, user_id, action"""
+KPI_VIEWS: tuple[tuple[str, str], ...] = (
+    ("kpi_user_hours", KPI_USER_HOURS_SELECT),
+    ("kpi_user_days", KPI_USER_DAYS_SELECT),
+    ("kpi_first_seen", KPI_FIRST_SEEN_SELECT),
+)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "events, failed events and event ids", _events_and_failed),
+    Migration(2, "KPI aggregates: user hours, user days, first seen", _kpi_aggregates),
 ]
 
 

@@ -1,0 +1,57 @@
+"""The per-person snapshot every built-in KPI reads: one row per (tool, user) active in 28 days.
+
+Built once per refresh, as a materialized CTE named `user_snapshot`, from the
+hourly aggregate (`kpi_user_hours`) for whole hours and from raw events only for
+the current, partial hour. Each hourly row keeps the first and last event time of
+its hour, which is enough to place activity exactly at window boundaries:
+"an event in (a, b]" is `last_at > a AND first_at <= b` for spans of an hour or more.
+
+Columns:
+    tool, user_id
+    last_q     newest qualifying event (core actions, if declared) at or before now
+    unit       org unit of that event; ties broken by the larger org unit name
+    prev       1 when active (qualifying) in the previous 7 days, (now-14d, now-7d]
+    features   features used (any action) in the last 28 days
+    first_q    first qualifying event ever (kpi_first_seen), epoch 0 when unknown
+"""
+
+from __future__ import annotations
+
+from uptake_server.kpi.definitions import QueryContext
+
+SNAPSHOT = "user_snapshot"
+
+
+def snapshot_sql(ctx: QueryContext) -> str:
+    """Return the SELECT that builds the snapshot."""
+    q = ctx.qualifying()
+    t28, t14, t7 = ctx.since_sql(28), ctx.since_sql(14), ctx.since_sql(7)
+    columns = "tool, user_id, org_unit, action, feature"
+    return f"""
+SELECT a.tool AS tool, a.user_id AS user_id, a.last_q AS last_q, a.unit AS unit,
+       a.prev AS prev, a.features AS features, f.first_q AS first_q
+FROM (
+    SELECT tool, user_id,
+           maxIf(last_at, q) AS last_q,
+           argMaxIf(org_unit, (last_at, org_unit), q) AS unit,
+           maxIf(toUInt8(1), q AND last_at > {t14} AND first_at <= {t7}) AS prev,
+           groupUniqArrayIf(feature, feature != '') AS features
+    FROM (
+        SELECT {columns}, first_at, last_at, {q} AS q
+        FROM kpi_user_hours
+        WHERE hour >= toStartOfHour({t28}) AND hour < toStartOfHour({ctx.now_sql})
+          AND last_at > {t28}
+        UNION ALL
+        SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q
+        FROM events
+        WHERE occurred_at >= toStartOfHour({ctx.now_sql}) AND occurred_at <= {ctx.now_sql}
+    )
+    GROUP BY tool, user_id
+) AS a
+LEFT JOIN (
+    SELECT tool, user_id, min(first_at) AS first_q
+    FROM kpi_first_seen
+    WHERE {q}
+    GROUP BY tool, user_id
+) AS f ON a.tool = f.tool AND a.user_id = f.user_id
+"""

@@ -1,0 +1,143 @@
+"""The tool registry: go-live, seats, core actions, features and targets per tool, from YAML.
+
+The file is validated at start-up; every error names the file, the tool (or declared
+KPI) and the field. Tools not in the registry are still measured, without the
+registry-derived figures (seat utilisation, go-live, target, feature breadth).
+
+```yaml
+tools:
+  wiki:
+    name: Wiki
+    go_live: "2026-01-12"
+    licensed_seats: 1200
+    adoption_target: 0.6
+    core_actions: [page_view, page_edit]
+    features: [search, comments]
+kpis:
+  - name: wiki_editors
+    help: People who edited a wiki page in the last 7 days.
+    kind: users
+    tool: wiki
+    action: page_edit
+    window: 7d
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from uptake_server.errors import ConfigError
+
+SLUG_PATTERN = r"^[a-z][a-z0-9_.\-]{0,63}$"
+METRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,80}$"
+WINDOWS: dict[str, int] = {"1d": 1, "7d": 7, "28d": 28}
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolSpec(_Strict):
+    """What the registry says about one tool."""
+
+    name: str = ""
+    go_live: dt.date | None = None
+    licensed_seats: int | None = Field(default=None, ge=1)
+    adoption_target: float | None = Field(default=None, gt=0, le=1)
+    core_actions: tuple[Slug, ...] = ()
+    features: tuple[Slug, ...] = ()
+
+
+class DeclaredKpi(_Strict):
+    """A simple KPI declared in YAML: users who did an action in a window, or events per day."""
+
+    name: Annotated[str, StringConstraints(pattern=METRIC_NAME_PATTERN)]
+    help: str = Field(min_length=1)
+    kind: Literal["users", "events_per_day"]
+    action: Slug
+    tool: Slug | None = None
+    window: Literal["1d", "7d", "28d"] = "1d"
+
+
+class Registry(_Strict):
+    """Every registered tool and declared KPI."""
+
+    tools: dict[Slug, ToolSpec] = Field(default_factory=dict)
+    kpis: tuple[DeclaredKpi, ...] = ()
+
+    def tool(self, tool: str) -> ToolSpec | None:
+        """Return the spec of a tool, or None when it is not registered."""
+        return self.tools.get(tool)
+
+    def core_pairs(self) -> list[str]:
+        """Return "tool/action" for every core action of every tool that has some."""
+        return [f"{t}/{a}" for t, spec in self.tools.items() for a in spec.core_actions]
+
+    def core_tools(self) -> list[str]:
+        """Return the tools whose activity is narrowed to core actions."""
+        return [t for t, spec in self.tools.items() if spec.core_actions]
+
+
+EMPTY_REGISTRY = Registry()
+
+
+def load_registry(path: str | Path | None) -> Registry:
+    """Read and validate a registry file; an empty path means no registry."""
+    if path is None or str(path) == "":
+        return EMPTY_REGISTRY
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the tool registry {file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"tool registry {file} is not valid YAML: {exc}") from None
+    return parse_registry(raw, source=str(file))
+
+
+def parse_registry(raw: object, *, source: str = "registry") -> Registry:
+    """Validate a parsed registry document; errors name the source, tool and field."""
+    if raw is None:
+        return EMPTY_REGISTRY
+    if not isinstance(raw, dict):
+        raise ConfigError(f"tool registry {source}: the top level must be a mapping with 'tools'")
+    try:
+        registry = Registry.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error, raw) for error in exc.errors())
+        raise ConfigError(f"tool registry {source}: {problems}") from None
+    names = [k.name for k in registry.kpis]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"tool registry {source}: KPI names repeated: {', '.join(duplicates)}")
+    return registry
+
+
+def _describe(error: object, raw: dict[str, object]) -> str:
+    assert isinstance(error, dict)
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"])
+    if len(loc) >= 2 and loc[0] == "tools":
+        where = f"tool {loc[1]!r}"
+        if not re.fullmatch(SLUG_PATTERN, loc[1]) and len(loc) == 2:
+            where = f"tool id {loc[1]!r} (must be a lowercase slug)"
+        field = ".".join(loc[2:]) or "(tool)"
+        return f"{where} field {field}: {message}"
+    if len(loc) >= 2 and loc[0] == "kpis":
+        kpis = raw.get("kpis")
+        name = loc[1]
+        if isinstance(kpis, list) and loc[1].isdigit() and int(loc[1]) < len(kpis):
+            entry = kpis[int(loc[1])]
+            if isinstance(entry, dict) and "name" in entry:
+                name = repr(entry["name"])
+        return f"KPI {name} field {'.'.join(loc[2:]) or '(kpi)'}: {message}"
+    return f"field {'.'.join(loc) or '(top level)'}: {message}"
