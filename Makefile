@@ -58,3 +58,7 @@ chart: $(STAMP) ## lint, render and validate the Helm chart, then package it int
 bench-sdk: $(STAMP) ## cost of one track() call: Uptake vs posthog.capture() vs Segment's track()
 	$(PY) -m pip install --quiet posthog segment-analytics-python
 	$(PY) bench/sdk/track_cost.py
+
+.PHONY: bench
+bench: $(STAMP) ## ingestion: SDK clients -> server -> store, against the bulk-insert limit
+	$(PY) bench/ingest.py
