@@ -17,6 +17,7 @@ from uptake_server.config import Settings
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer
 from uptake_server.ingest.validation import Limits
+from uptake_server.enrich.base import chain, load_enrichers
 from uptake_server.kpi.exporter import KpiExporter
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.store import open_store, schema_context
@@ -90,6 +91,7 @@ class Service:
                 ),
                 max_events_per_request=settings.max_events_per_request,
                 metrics=self.metrics,
+                enrich=chain(load_enrichers(settings)),
             )
             self.server, self.grpc_port = create_server(
                 settings, servicer=servicer, health_servicer=self.health

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import NoReturn
 
@@ -44,7 +44,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         max_events_per_request: int,
         metrics: ServiceMetrics,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        enrich: Callable[[Sequence[ingest_pb2.Event]], None] | None = None,
     ) -> None:
+        self._enrich = enrich
         self._committer = committer
         self._pseudonymise = pseudonymise
         self._limits = limits
@@ -84,6 +86,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         problem = batch_id_problem(request.batch_id)
         if problem is not None:
             _bad_request("batch_id", problem)
+        if self._enrich is not None:
+            self._enrich(events)
         result = validate_events(
             events,
             batch_id=request.batch_id,
