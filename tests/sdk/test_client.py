@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -345,3 +346,44 @@ def test_occurred_at_is_utc_milliseconds(make_client: MakeClient) -> None:
     client.track("u", "view", tool="wiki", timestamp=datetime(2026, 3, 1, 12, 0, 0, 1500, UTC))
     assert client.flush(5)
     assert transport.requests[0].events[0].occurred_at_ms == 1772366400001
+
+
+def test_sync_mode_retries_in_the_callers_thread(make_client: MakeClient) -> None:
+    answers = iter([uptake.TransportError("UNAVAILABLE", "down", retry_after=0.05), None, None])
+
+    def flaky(request: IngestRequest) -> IngestResponse:
+        error = next(answers)
+        if error is not None:
+            raise error
+        return IngestResponse(accepted=len(request.events))
+
+    transport = uptake.InMemoryTransport(respond=flaky)
+    client = make_client(transport=transport, mode="sync")
+    started = time.monotonic()
+    client.track("u", "view", tool="wiki")
+    assert time.monotonic() - started >= 0.05  # waited as told, then sent again
+    assert len(transport.requests) == 2
+    assert len(transport.events) == 1
+    assert client.stats().delivered == 1
+
+
+def test_sync_mode_spools_when_the_server_is_down(make_client: MakeClient, tmp_path: Path) -> None:
+    up = threading.Event()
+
+    def maybe_down(request: IngestRequest) -> IngestResponse:
+        if not up.is_set():
+            raise uptake.TransportError("UNAVAILABLE", "down")
+        return IngestResponse(accepted=len(request.events))
+
+    transport = uptake.InMemoryTransport(respond=maybe_down)
+    client = make_client(transport=transport, mode="sync", spool_dir=str(tmp_path))
+    started = time.monotonic()
+    client.track("u1", "view", tool="wiki")
+    client.track("u2", "view", tool="wiki")
+    assert time.monotonic() - started < 0.5  # no retry wait: the spool keeps them
+    assert client.stats().spooled == 2
+    assert client.flush(1) is False
+    up.set()
+    client.track("u3", "view", tool="wiki")  # replays the spool first, in order
+    assert [e.user_id for e in transport.events] == ["u1", "u2", "u3"]
+    assert client.flush(1)

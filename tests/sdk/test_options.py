@@ -86,3 +86,10 @@ def test_certificate_files_imply_tls(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     assert resolve({"ca_file": str(ca)}, environ={}).secure
+
+
+def test_an_unusable_spool_dir_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(uptake.ConfigurationError, match=r"spool_dir='.*file/spool' cannot be used"):
+        uptake.Client(spool_dir=str(blocker / "spool"), transport=uptake.InMemoryTransport())

@@ -66,3 +66,9 @@ def test_the_client_name_carries_the_version() -> None:
     from uptake._version import CLIENT_NAME
 
     assert f"uptake-python/{uptake.__version__}" == CLIENT_NAME
+
+
+def test_the_distribution_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    assert version("uptake-sdk") == uptake.__version__

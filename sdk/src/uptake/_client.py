@@ -13,6 +13,7 @@ from datetime import datetime
 from types import TracebackType
 
 from uptake._delivery import Sender
+from uptake._errors import ConfigurationError
 from uptake._event import (
     Pseudonymiser,
     Record,
@@ -103,11 +104,16 @@ class Client:
         options = self._options
         self._lock = threading.Lock()
         self._counters = Counters(self._on_error)
-        self._spool = (
-            Spool(options.spool_dir, max_bytes=options.spool_max_bytes, counters=self._counters)
-            if options.spool_dir is not None
-            else None
-        )
+        self._spool: Spool | None = None
+        if options.spool_dir is not None:
+            try:
+                self._spool = Spool(
+                    options.spool_dir, max_bytes=options.spool_max_bytes, counters=self._counters
+                )
+            except OSError as error:
+                raise ConfigurationError(
+                    f"spool_dir={options.spool_dir!r} cannot be used: {error}"
+                ) from None
         sender = Sender(self._transport, options, self._counters)
         self._queue: deque[Record] = deque()
         self._worker: Worker | None = None

@@ -62,6 +62,8 @@ class SlugCache:
         """Raise TypeError or ValueError unless `value` is a lowercase slug."""
         if type(value) is not str:
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        if value in self._known:
+            return
         if not _SLUG.fullmatch(value):
             raise ValueError(
                 f"{name} must be a lowercase slug of 1 to 64 characters (a-z, 0-9, '_', '-', "
