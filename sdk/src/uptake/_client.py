@@ -95,6 +95,7 @@ class Client:
         self._batch_size = options.batch_size
         self._block = options.on_full == "block"
         self._closed = False
+        self._close_result = False
         self._last_drop_log = 0.0
         self._start()
         _live.add(self)
@@ -189,7 +190,9 @@ class Client:
         if self._closed:
             self._drop(SHUTDOWN, "the client is closed")
             return
-        record = (uuid7(ms), ms, tool, action, user_id, org_unit, feature, frozen)
+        # The id carries the time of the call, whatever the event's timestamp says.
+        id_ms = ms if timestamp is None else time.time_ns() // 1_000_000
+        record = (uuid7(id_ms), ms, tool, action, user_id, org_unit, feature, frozen)
         worker = self._worker
         if worker is None:
             assert self._sync is not None
@@ -252,22 +255,23 @@ class Client:
         """
         with self._lock:
             if self._closed:
-                return False
+                return self._close_result
             self._closed = True
         _live.discard(self)
         try:
-            if self._worker is not None:
-                return self._worker.stop(timeout)
-            assert self._sync is not None
-            return self._sync.stop(timeout)
+            delivery = self._worker if self._worker is not None else self._sync
+            assert delivery is not None
+            self._close_result = delivery.stop(timeout)
         finally:
             self._transport.close()
+        return self._close_result
 
     def stats(self) -> Stats:
         """Return what happened to this client's events in this process so far."""
         delivery = self._worker if self._worker is not None else self._sync
         spooled = delivery.pending_in_spool() if delivery is not None else 0
-        return self._counters.snapshot(queued=len(self._queue), spooled=spooled)
+        held = self._worker.unsettled() if self._worker is not None else 0
+        return self._counters.snapshot(queued=len(self._queue) + held, spooled=spooled)
 
     def __enter__(self) -> Client:
         return self

@@ -18,6 +18,7 @@ from uptake.v1.ingest_pb2 import Event
 log = logging.getLogger("uptake")
 # Bytes a repeated message field adds around each event (tag and length prefix).
 _FRAMING_BYTES = 6
+_REPLAY_FILES_PER_ROUND = 8
 
 
 class Worker:
@@ -62,9 +63,15 @@ class Worker:
         """Ask the thread to send now (a full batch is waiting)."""
         self._wake.set()
 
+    def unsettled(self) -> int:
+        """Return how many events were taken off the queue and are not settled yet."""
+        with self._cv:
+            return self._taken - self._settled
+
     def wait_for_room(self, timeout: float) -> bool:
         """Wait until the queue has room; return False on timeout."""
         limit = self._options.max_queue_size
+        self._wake.set()
         with self._cv:
             return self._cv.wait_for(lambda: len(self._queue) < limit, timeout)
 
@@ -162,7 +169,10 @@ class Worker:
     def _replay(self) -> None:
         spool = self._spool
         assert spool is not None
-        while time.monotonic() >= self._next_replay:
+        # A few files per round, so the queue keeps moving behind a long backlog.
+        for _ in range(_REPLAY_FILES_PER_ROUND):
+            if time.monotonic() < self._next_replay:
+                return
             entry = spool.take()
             if entry is None:
                 with self._cv:
