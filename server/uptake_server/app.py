@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent import futures
-from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.config import Settings
@@ -20,6 +19,8 @@ from uptake_server.ingest.validation import Limits
 from uptake_server.enrich.base import chain, load_enrichers
 from uptake_server.kpi.exporter import KpiExporter
 from uptake_server.metrics import ServiceMetrics
+from uptake_server.security import Security, load_security, serve_metrics
+from uptake_server.security.metrics_endpoint import MetricsServer
 from uptake_server.store import open_store, schema_context
 from uptake_server.store.group_commit import GroupCommitter
 from uptake_server.store.protocol import EventStore
@@ -31,7 +32,11 @@ _HEALTH_SERVICES = ("", INGEST_SERVICE)
 
 
 def create_server(
-    settings: Settings, *, servicer: IngestServicer, health_servicer: health.HealthServicer
+    settings: Settings,
+    *,
+    servicer: IngestServicer,
+    health_servicer: health.HealthServicer,
+    security: Security | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build the gRPC server with ingest, health and reflection; return it and its bound port."""
     server = grpc.server(
@@ -43,7 +48,9 @@ def create_server(
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=settings.grpc_workers * 4,
+        # The guard bounds concurrent calls with UNAVAILABLE + RetryInfo; gRPC's own
+        # maximum_concurrent_rpcs would answer RESOURCE_EXHAUSTED ("too large").
+        interceptors=[security.guard] if security is not None else None,
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -55,7 +62,10 @@ def create_server(
         ),
         server,
     )
-    port = server.add_insecure_port(settings.grpc_listen)
+    if security is not None and security.credentials is not None:
+        port = server.add_secure_port(settings.grpc_listen, security.credentials)
+    else:
+        port = server.add_insecure_port(settings.grpc_listen)
     if port == 0:
         raise OSError(f"cannot bind the gRPC address {settings.grpc_listen}")
     return server, port
@@ -69,9 +79,10 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServiceMetrics(registry=self.registry)
         pseudonymiser = Pseudonymiser(load_key(settings))
+        self.security = load_security(settings, self.metrics)
         self.store: EventStore = open_store(settings)
         self._stopped = threading.Event()
-        self._metrics_http: WSGIServer | None = None
+        self._metrics_http: MetricsServer | None = None
         try:
             self.store.migrate(schema_context(settings))
             self.committer = GroupCommitter(
@@ -94,7 +105,7 @@ class Service:
                 enrich=chain(load_enrichers(settings)),
             )
             self.server, self.grpc_port = create_server(
-                settings, servicer=servicer, health_servicer=self.health
+                settings, servicer=servicer, health_servicer=self.health, security=self.security
             )
             self.kpi: KpiExporter | None = None
             if settings.kpi_enabled:
@@ -115,12 +126,12 @@ class Service:
         """Return the URL of the metrics endpoint (after start)."""
         host = self.settings.metrics_listen.rpartition(":")[0]
         port = self._metrics_http.server_port if self._metrics_http else 0
-        return f"http://{host}:{port}/metrics"
+        scheme = self._metrics_http.scheme if self._metrics_http else "http"
+        return f"{scheme}://{host}:{port}/metrics"
 
     def start(self) -> None:
         """Start serving gRPC and metrics."""
-        host, _, port = self.settings.metrics_listen.rpartition(":")
-        self._metrics_http, _ = start_http_server(int(port), host, registry=self.registry)
+        self._metrics_http = serve_metrics(self.settings, self.registry)
         self.server.start()
         self._set_health(self.store.ping())
         self._prober.start()

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     from uptake_server.simulate.cli import add_arguments
 
     add_arguments(commands.add_parser("simulate", help="send synthetic adoption through the SDK"))
+    from uptake_server.security.commands import add_key_commands
+
+    add_key_commands(commands)
     return parser
 
 
@@ -72,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the uptake-server command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "keys":
+            from uptake_server.security.commands import run_key_command
+
+            return run_key_command(args)
         settings = _settings(args)
         configure_logging(level=settings.log_level, fmt=settings.log_format)
         if args.command in ("serve", "kpi"):
@@ -145,14 +152,29 @@ def _announce(service: Any) -> None:
         f"  gRPC ingest   {getattr(service, 'grpc_target', 'off (KPI exporter only)')}",
         f"  metrics       {service.metrics_url}",
         f"  store         {service.store.describe()}",
+        f"  access        {_access(settings) if hasattr(service, 'grpc_target') else '-'}",
     ]
     if settings.dev:
         lines += [
-            "  DEV MODE: no authentication; the pseudonym key is kept in "
+            "  DEV MODE: "
+            + ("" if settings.api_keys_file else "no authentication; ")
+            + "the pseudonym key is kept in "
             f"{settings.data_path / 'pseudonym.key'}. Do not use dev mode in production.",
         ]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
+
+
+def _access(settings: Settings) -> str:
+    keys = (
+        f"API keys from {settings.api_keys_file}"
+        if settings.api_keys_file
+        else "OPEN: no API keys, anyone who reaches the port may send"
+    )
+    tls = "plaintext"
+    if settings.tls_cert_file:
+        tls = "mutual TLS" if settings.tls_client_ca_file else "TLS"
+    return f"{keys}; {tls}"
 
 
 if __name__ == "__main__":

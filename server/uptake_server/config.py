@@ -128,7 +128,38 @@ class Settings:
         "UPTAKE_AGGREGATE_RETENTION_DAYS", 1096, "KPI aggregates kept this long (3 years)"
     )
 
+    api_keys_file: str = _setting(
+        "UPTAKE_API_KEYS_FILE", "", "API keys file (hashed, scoped to tools); required unless dev"
+    )
+    rate_limit_events_per_second: float = _setting(
+        "UPTAKE_RATE_LIMIT_EVENTS_PER_SECOND", 0.0, "events per second per API key (0: no limit)"
+    )
+    max_inflight_bytes: int = _setting(
+        "UPTAKE_MAX_INFLIGHT_BYTES", 32 * 1024 * 1024, "request bytes in flight before UNAVAILABLE"
+    )
+    max_inflight_events: int = _setting(
+        "UPTAKE_MAX_INFLIGHT_EVENTS", 100_000, "events in flight before UNAVAILABLE"
+    )
+    tls_cert_file: str = _setting("UPTAKE_TLS_CERT_FILE", "", "gRPC TLS certificate chain (PEM)")
+    tls_key_file: str = _setting("UPTAKE_TLS_KEY_FILE", "", "gRPC TLS private key (PEM)")
+    tls_client_ca_file: str = _setting(
+        "UPTAKE_TLS_CLIENT_CA_FILE", "", "CA of client certificates: mutual TLS for gRPC"
+    )
+    metrics_tls_cert_file: str = _setting(
+        "UPTAKE_METRICS_TLS_CERT_FILE", "", "metrics endpoint TLS certificate chain (PEM)"
+    )
+    metrics_tls_key_file: str = _setting(
+        "UPTAKE_METRICS_TLS_KEY_FILE", "", "metrics endpoint TLS private key (PEM)"
+    )
+    metrics_tls_client_ca_file: str = _setting(
+        "UPTAKE_METRICS_TLS_CLIENT_CA_FILE", "", "CA of scraper certificates: mutual TLS"
+    )
+    metrics_basic_auth_file: str = _setting(
+        "UPTAKE_METRICS_BASIC_AUTH_FILE", "", "user:password lines for the metrics endpoint"
+    )
+
     def __post_init__(self) -> None:
+        _check_security(self)
         _check_address(self, "grpc_listen")
         _check_address(self, "metrics_listen")
         for name in (

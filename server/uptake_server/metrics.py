@@ -72,6 +72,16 @@ class ServiceMetrics:
             "1 when the last store probe succeeded, 0 when it failed.",
             registry=registry,
         )
+        self.inflight_bytes = Gauge(
+            "uptake_ingest_inflight_bytes",
+            "Raw bytes of the Ingest requests being handled (bounded by UPTAKE_MAX_INFLIGHT_BYTES).",
+            registry=registry,
+        )
+        self.inflight_events = Gauge(
+            "uptake_ingest_inflight_events",
+            "Events of the Ingest requests being handled (bounded by UPTAKE_MAX_INFLIGHT_EVENTS).",
+            registry=registry,
+        )
         build = Gauge(
             "uptake_build_info",
             "Build information; the value is always 1.",
