@@ -127,9 +127,9 @@ def _describe(error: object, raw: dict[str, object]) -> str:
     loc = [str(part) for part in error["loc"]]
     message = str(error["msg"])
     if len(loc) >= 2 and loc[0] == "tools":
+        if loc[2:] == ["[key]"] or not re.fullmatch(SLUG_PATTERN, loc[1]):
+            return f"tool id {loc[1]!r}: must be a lowercase slug (a-z, 0-9, '_', '-', '.')"
         where = f"tool {loc[1]!r}"
-        if not re.fullmatch(SLUG_PATTERN, loc[1]) and len(loc) == 2:
-            where = f"tool id {loc[1]!r} (must be a lowercase slug)"
         field = ".".join(loc[2:]) or "(tool)"
         return f"{where} field {field}: {message}"
     if len(loc) >= 2 and loc[0] == "kpis":

@@ -120,7 +120,7 @@ class Refresher:
             started = time.perf_counter()
             moment = now or dt.datetime.fromtimestamp(self._clock(), dt.UTC)
             try:
-                rows = self._rows(QueryContext(now=moment, registry=self._registry))
+                rows = self.rows(now=moment)
             except StoreError as exc:
                 self._failed(str(exc))
                 raise
@@ -144,7 +144,9 @@ class Refresher:
         if self._on_error is not None:
             self._on_error()
 
-    def _rows(self, ctx: QueryContext) -> list[Row]:
+    def rows(self, *, now: dt.datetime) -> list[Row]:
+        """Return every KPI's rows at `now`, before privacy rules (for `refresh` and tests)."""
+        ctx = QueryContext(now=now, registry=self._registry)
         sql, parameters = build_query(self._kpis, ctx)
         if self._settings is None:
             # Materialized CTEs compute the shared snapshot once; without them the
