@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_setting_flags(serve)
     migrate = commands.add_parser("migrate", help="apply schema migrations and exit")
     _add_setting_flags(migrate)
+    migrate.add_argument(
+        "--print-sql", action="store_true", help="print the schema statements, apply nothing"
+    )
+    purge = commands.add_parser("purge", help="erase one user's stored rows (right to erasure)")
+    purge.add_argument("--user", required=True, help="the user id, as the tools send it")
+    _add_setting_flags(purge)
     events = commands.add_parser(
         "events", help="show stored or failed events (pseudonymised ids only)"
     )
@@ -83,8 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
         if args.command in ("serve", "kpi"):
             return _serve(settings, kpi_only=args.command == "kpi")
+        if args.command == "migrate" and args.print_sql:
+            from uptake_server.store.commands import print_schema
+
+            return print_schema(settings)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "purge":
+            from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
+            from uptake_server.store.commands import purge
+
+            return purge(settings, pseudonym=Pseudonymiser(load_key(settings))(args.user))
         if args.command == "kpis":
             from uptake_server.kpi.report import show_kpis
 

@@ -21,6 +21,11 @@ def open_store(settings: Settings) -> ClickHouseStore:
         password = _read(settings.store_password_file, "store_password_file")
     elif settings.store_password:
         password = settings.store_password
+    if settings.cluster and target.engine == "chdb":
+        raise ConfigError(
+            f"{env_name('cluster')}={settings.cluster} needs a ClickHouse server DSN, "
+            "not the embedded chdb:// store"
+        )
     if settings.store_ca_file:
         if not target.secure:
             raise ConfigError(

@@ -153,10 +153,10 @@ class ClickHouseStore:
         """Create the store's database (on every node of a cluster) if it does not exist."""
         if self.target.engine == "chdb":
             return
-        on_cluster = f" ON CLUSTER '{ctx.cluster}'" if ctx.cluster else ""
-        statement = f"CREATE DATABASE IF NOT EXISTS `{self.target.database}`{on_cluster}"
+        from uptake_server.store.migrations import database_statement
+
         client = self.client("admin")
-        self._run(lambda: client.command(statement))
+        self._run(lambda: client.command(database_statement(ctx)))
 
     def migrate(self, ctx: SchemaContext) -> list[str]:
         """Apply the migrations not yet recorded and converge table policies; return changes."""

@@ -53,22 +53,33 @@ def user_tables(ctx: SchemaContext) -> list[str]:
     return list(dict.fromkeys(name for name in found if name))
 
 
+def user_conditions(hex_id: str, ctx: SchemaContext) -> dict[str, str]:
+    """Return, per table, the condition that selects one user's rows."""
+    # Inlined, not bound: mutations take no query parameters on every server
+    # version, and the value is our own hex digest.
+    if len(hex_id) != 2 * PSEUDONYM_BYTES or hex_id.strip("0123456789abcdef"):
+        raise StoreError(f"a pseudonym is {2 * PSEUDONYM_BYTES} lowercase hex digits")
+    conditions = {t: f"user_id = toFixedString(unhex('{hex_id}'), 16)" for t in user_tables(ctx)}
+    conditions[FAILED_EVENTS] = f"JSONExtractString(payload, 'user_id') = '{hex_id}'"
+    return conditions
+
+
+def delete_statement(table: str, condition: str) -> str:
+    """Return the statement that deletes the matching rows (single-node form)."""
+    return f"ALTER TABLE {table} DELETE WHERE {condition}"
+
+
 def purge_user(store: ClickHouseStore, pseudonym: bytes, ctx: SchemaContext) -> PurgeReport:
     """Delete every row of one pseudonymised user and return what was removed."""
     if len(pseudonym) != PSEUDONYM_BYTES:
         raise StoreError(f"a pseudonym has {PSEUDONYM_BYTES} bytes, got {len(pseudonym)}")
-    # Inlined, not bound: mutations take no query parameters on every server
-    # version, and the value is our own hex digest.
     hex_id = pseudonym.hex()
-    conditions = {
-        table: f"user_id = toFixedString(unhex('{hex_id}'), 16)" for table in user_tables(ctx)
-    }
-    conditions[FAILED_EVENTS] = f"JSONExtractString(payload, 'user_id') = '{hex_id}'"
+    conditions = user_conditions(hex_id, ctx)
     report = PurgeReport(hex_id)
     for table, condition in conditions.items():
         count = _count(store, table, condition)
         if count:
-            for statement in render([f"ALTER TABLE {table} DELETE WHERE {condition}"], ctx):
+            for statement in render([delete_statement(table, condition)], ctx):
                 store.command(statement, settings={"mutations_sync": 2})
             left = _count(store, table, condition)
             if left:

@@ -45,6 +45,23 @@ def plan(ctx: SchemaContext) -> list[tuple[Migration | None, list[str]]]:
     return [(None, run([MIGRATIONS_TABLE])), *((m, run(m.statements(ctx))) for m in MIGRATIONS)]
 
 
+def database_statement(ctx: SchemaContext) -> str:
+    """Return the statement that creates the store's database (on every node of a cluster)."""
+    on_cluster = f" ON CLUSTER '{ctx.cluster}'" if ctx.cluster else ""
+    return f"CREATE DATABASE IF NOT EXISTS `{ctx.database}`{on_cluster}"
+
+
+def script(ctx: SchemaContext) -> str:
+    """Return the whole schema as one SQL script, for review (``migrate --print-sql``)."""
+    parts = [f"-- database\n{database_statement(ctx)};"]
+    for migration, statements in plan(ctx):
+        title = (
+            "migrations table" if migration is None else f"{migration.version}: {migration.name}"
+        )
+        parts.append(f"-- {title}\n" + "\n\n".join(f"{s};" for s in statements))
+    return "\n\n".join(parts) + "\n"
+
+
 def migrate(store: ClickHouseStore, ctx: SchemaContext) -> list[str]:
     """Apply the migrations not yet recorded and converge table policies; return what changed."""
     store.ensure_database(ctx)

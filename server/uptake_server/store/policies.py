@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from uptake_server.store.cluster import LOCAL_SUFFIX
-from uptake_server.store.schema import RETENTION, SchemaContext
+from uptake_server.store.schema import RETENTION, Retention, SchemaContext
 
 if TYPE_CHECKING:
     from uptake_server.store.clickhouse import ClickHouseStore
@@ -30,6 +30,11 @@ DEDUPLICATED_TABLES = ("events", "failed_events")
 
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.S)
 _WINDOW = re.compile(r"\bnon_replicated_deduplication_window = (\d+)")
+
+
+def retention_statement(policy: Retention, days: int) -> str:
+    """Return the statement that sets a table's retention (single-node form)."""
+    return f"ALTER TABLE {policy.table} MODIFY TTL {policy.expression(days)}"
 
 
 def converge(

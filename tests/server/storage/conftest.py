@@ -9,6 +9,7 @@ test in a database of its own that is dropped afterwards.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,16 @@ def http_fault(clickhouse_http: ClickHouseHTTP) -> Iterator[ClickHouseHTTP]:
     """Give a test the fixture to inject faults into; clear them afterwards."""
     yield clickhouse_http
     clickhouse_http.fault(None)
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """Undo the logging set-up of an in-process `uptake-server` run (it targets captured stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _database() -> str:
