@@ -164,6 +164,29 @@ def test_unavailable_with_retry_info_from_an_overloaded_server(tmp_path: Path) -
     assert stored_by(tmp_path / "data", "n") == Counter(expected)
 
 
+def test_a_server_slower_than_the_deadline(tmp_path: Path) -> None:
+    # Each commit waits 0.8 s, longer than the client's 0.3 s deadline: the first tries
+    # time out and are sent again with the same event ids; a try that is in flight
+    # when the commit lands gets its answer. Every event is stored once.
+    env = {"UPTAKE_COMMIT_MAX_DELAY_MS": "800"}
+    with ServerProcess(tmp_path / "data", extra_env=env) as server:
+        failures: list[uptake.Failure] = []
+        with uptake.Client(
+            server.target, request_timeout=0.3, on_error=failures.append, **FAST_RETRY
+        ) as client:
+            for i in range(100):
+                client.track("u", "view", tool="wiki", properties={"n": str(i)})
+            assert client.flush(30)
+            stats = client.stats()
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+            metrics = response.read().decode()
+        server.stop()
+    assert (stats.delivered, stats.dropped, failures) == (100, 0, [])
+    tries = re.search(r"uptake_ingest_batch_events_count (\S+)", metrics)
+    assert tries is not None and float(tries.group(1)) >= 2  # the batch arrived several times
+    assert stored_by(tmp_path / "data", "n") == Counter({str(i): 1 for i in range(100)})
+
+
 EXIT_SCRIPT = """
     import json, sys, uptake
     spool = sys.argv[2] if len(sys.argv) > 2 else None
