@@ -11,8 +11,9 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-# Spread the retries of many refused clients so they do not come back in step.
-_JITTER = (0.75, 1.25)
+# Spread the retries of refused clients so they do not come back in step; never
+# earlier than asked, or a client that obeys would be refused again.
+_JITTER = (1.0, 1.5)
 
 
 @dataclass(frozen=True, slots=True)
