@@ -236,6 +236,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.data_dir, self.password = data_dir, password
         self.log: list[dict[str, Any]] = []
+        self.seen = 0
         self.fault: dict[str, str] = {}
         self.cleared = threading.Event()
         self.guard = threading.Lock()
@@ -261,10 +262,11 @@ class _Server(ThreadingHTTPServer):
 
     def record(self, params: dict[str, str], headers: Any, head: str) -> None:
         with self.guard:
-            encodings = {
-                k: headers[k] for k in ("Content-Encoding", "Accept-Encoding") if k in headers
-            }
-            self.log = [*self.log[-499:], {"params": params, "headers": encodings, "head": head}]
+            self.seen += 1
+            kept = ("Content-Encoding", "Accept-Encoding", "User-Agent")
+            entry = {"n": self.seen, "params": params, "head": head}
+            entry["headers"] = {k: headers[k] for k in kept if k in headers}
+            self.log = [*self.log[-499:], entry]
 
 
 class ClickHouseHTTP:
@@ -298,12 +300,17 @@ class ClickHouseHTTP:
         )
         urllib.request.urlopen(request, timeout=10, context=self._context).close()
 
-    def requests(self) -> list[dict[str, Any]]:
-        """Return the recorded requests, oldest first."""
+    def requests(self, *, since: int = 0) -> list[dict[str, Any]]:
+        """Return the recorded requests after number `since` (of the last 500), oldest first."""
         with urllib.request.urlopen(
             f"{self._control}/requests", timeout=10, context=self._context
         ) as reply:
-            return list(json.loads(reply.read()))
+            return [r for r in json.loads(reply.read()) if r["n"] > since]
+
+    def mark(self) -> int:
+        """Return the number of the last request recorded, for `requests(since=...)`."""
+        recorded = self.requests()
+        return int(recorded[-1]["n"]) if recorded else 0
 
     def stop(self) -> None:
         """Stop the child process."""
