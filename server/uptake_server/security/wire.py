@@ -60,8 +60,13 @@ def _walk(
         where = prefix.rstrip(".") or "request"
         key, pos = _varint(data, pos, prefix.rstrip("."))
         number, wire_type = key >> 3, key & 7
-        if number == 0 or wire_type > _I32:
-            raise _Broken(where, f"{where} holds an invalid field key {key}")
+        if number == 0:
+            raise _Broken(where, f"{where} has a field numbered 0, which protobuf forbids")
+        if wire_type > _I32:
+            raise _Broken(
+                where,
+                f"{where} has field {number} with wire type {wire_type}, which does not exist",
+            )
         name = strings.get(number) or messages.get(number) or f"field {number}"
         index = counts.get(number, 0)
         counts[number] = index + 1
