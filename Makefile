@@ -62,3 +62,9 @@ bench-sdk: $(STAMP) ## cost of one track() call: Uptake vs posthog.capture() vs 
 .PHONY: bench
 bench: $(STAMP) ## ingestion: SDK clients -> server -> store, against the bulk-insert limit
 	$(PY) bench/ingest.py
+
+# Storage suite against a real ClickHouse server (docs/operations.md, Testing).
+.PHONY: test-clickhouse
+test-clickhouse: $(STAMP) ## storage and KPI SQL tests against the server at UPTAKE_TEST_CLICKHOUSE_URL
+	@test -n "$$UPTAKE_TEST_CLICKHOUSE_URL" || { echo "set UPTAKE_TEST_CLICKHOUSE_URL, e.g. http://default:uptake@127.0.0.1:18123 (docker compose -f docker-compose.clickhouse-test.yml up -d --wait)" >&2; exit 2; }
+	$(PY) -m pytest tests/server/storage $(PYTEST_ARGS)
