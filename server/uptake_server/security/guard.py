@@ -62,6 +62,18 @@ class Caller:
 OPEN_ACCESS = Caller("open-access", None)
 
 
+def decode_request(raw: bytes) -> ingest_pb2.IngestRequest | Refusal:
+    """Decode an IngestRequest, or return INVALID_ARGUMENT naming where the bytes break."""
+    try:
+        return ingest_pb2.IngestRequest.FromString(raw)
+    except DecodeError:
+        field, problem = diagnose(raw)
+        return invalid_argument(field, problem)
+    except Exception:  # a parser failure other than bad input is still the input's fault
+        log.exception("decoding a request failed unexpectedly")
+        return invalid_argument("", "the request is not a valid uptake.v1.IngestRequest")
+
+
 class IngestGuard(grpc.ServerInterceptor):
     """Authenticate, bound, decode, authorise and rate-limit every Ingest call."""
 
@@ -135,14 +147,9 @@ class IngestGuard(grpc.ServerInterceptor):
                 "retry later",
                 retry_after_seconds=OVERLOAD_RETRY_SECONDS,
             )
-        try:
-            request = ingest_pb2.IngestRequest.FromString(raw)
-        except DecodeError:
-            field, problem = diagnose(raw)
-            return invalid_argument(field, problem)
-        except Exception:  # a parser failure other than bad input is still the input's fault
-            log.exception("decoding a request failed unexpectedly")
-            return invalid_argument("", "the request is not a valid uptake.v1.IngestRequest")
+        request = decode_request(raw)
+        if isinstance(request, Refusal):
+            return request
         if not ticket.add_events(len(request.events)):
             return unavailable(
                 f"the server holds its limit of {self._limits.bounds.events} events; retry later",
