@@ -1,6 +1,6 @@
 """The event store, implemented once on clickhouse-connect for chDB and ClickHouse servers.
 
-One client per role (admin, writer, reader, ...), never an auto-generated session id
+One client per role (admin, writer, reader, health, ...), never an auto-generated session id
 (sessions would serialise a role's calls and pin them to one server); column-oriented
 inserts with the column types given, so no DESCRIBE per insert; compressed HTTP in
 both directions; connect and statement timeouts; transient failures retried a
@@ -53,6 +53,8 @@ TRANSIENT_CODES = frozenset(
     {3, 159, 202, 203, 209, 210, 241, 242, 252, 285, 286, 319, 425, 999, 1000}
 )
 RETRY_BASE_SECONDS = 0.2
+HEALTH_ROLE = "health"
+HEALTH_TIMEOUT_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +137,7 @@ class ClickHouseStore:
                 secure=target.secure,
                 ca_cert=options.ca_file or None,
                 connect_timeout=options.connect_timeout_seconds,
-                send_receive_timeout=options.query_timeout_seconds,
+                send_receive_timeout=self._statement_timeout(role),
                 autogenerate_session_id=False,
                 compress=True,
                 # Shown in system.query_log, so operators can tell the roles apart.
@@ -148,6 +150,12 @@ class ClickHouseStore:
                     "stop it first, or give this server its own --data-dir"
                 ) from None
             raise self._classify(exc, f"cannot connect to {target.describe()}") from exc
+
+    def _statement_timeout(self, role: str) -> int:
+        # A health probe that waits out a stalled server would report it late.
+        if role == HEALTH_ROLE:
+            return min(self.options.query_timeout_seconds, HEALTH_TIMEOUT_SECONDS)
+        return self.options.query_timeout_seconds
 
     def ensure_database(self, ctx: SchemaContext) -> None:
         """Create the store's database (on every node of a cluster) if it does not exist."""
@@ -279,7 +287,7 @@ class ClickHouseStore:
     def ping(self) -> bool:
         """Return whether the store answers a trivial query."""
         try:
-            self.client("reader").query("SELECT 1")
+            self.client(HEALTH_ROLE).query("SELECT 1")
         except (ClickHouseError, StoreError, OSError) as exc:
             log.warning("store probe failed: %s", exc)
             return False

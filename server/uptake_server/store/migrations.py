@@ -9,6 +9,7 @@ the next one, because a version is recorded only after all its statements succee
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,6 +65,8 @@ def script(ctx: SchemaContext) -> str:
 
 def migrate(store: ClickHouseStore, ctx: SchemaContext) -> list[str]:
     """Apply the migrations not yet recorded and converge table policies; return what changed."""
+    # The DDL names the database (Distributed tables): always the store's own.
+    ctx = dataclasses.replace(ctx, database=store.target.database)
     store.ensure_database(ctx)
     steps = plan(ctx)
     for migration, statements in steps:
