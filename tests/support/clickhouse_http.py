@@ -43,25 +43,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
+from backports import zstd
+
 # URL parameters that are part of the HTTP protocol, not settings.
-_TRANSPORT = {
-    "query",
-    "database",
-    "query_id",
-    "session_id",
-    "session_timeout",
-    "session_check",
-    "compress",
-    "decompress",
-    "wait_end_of_query",
-    "client_protocol_version",
-    "default_format",
-    "user",
-    "password",
-    "quota_key",
-    "buffer_size",
-    "role",
-}
+_TRANSPORT = frozenset(
+    {"query", "database", "query_id", "session_id", "session_timeout", "session_check",
+     "compress", "decompress", "wait_end_of_query", "client_protocol_version",
+     "default_format", "user", "password", "quota_key", "buffer_size", "role"}
+)  # fmt: skip
 _INSERT_DATA = re.compile(rb"^\s*INSERT\s+INTO\s.*?\bFORMAT\s+(\w+)\s?", re.S | re.I)
 _RESULT = re.compile(
     r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b|\bFORMAT\s+\w+\s*$", re.I
@@ -69,10 +59,11 @@ _RESULT = re.compile(
 _CODE = re.compile(r"Code: (\d+)\.")
 
 
-def _decode(data: bytes, encoding: str) -> bytes:
-    import lz4.frame
-    from backports import zstd
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
+
+def _decode(data: bytes, encoding: str) -> bytes:
     if encoding == "lz4":  # one frame per block, concatenated
         parts, used = [], 0
         while used < len(data):
@@ -85,9 +76,6 @@ def _decode(data: bytes, encoding: str) -> bytes:
 
 
 def _encode(data: bytes, accept: str) -> tuple[bytes, str | None]:
-    import lz4.frame
-    from backports import zstd
-
     codecs = {
         "lz4": lz4.frame.compress,
         "zstd": zstd.compress,
@@ -200,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
                 conn.query(f"USE `{params['database']}`")
             for key, value in params.items():
                 if key not in _TRANSPORT and not key.startswith("param_"):
-                    conn.query(f"SET {key} = '{value.replace(chr(39), chr(92) + chr(39))}'")
+                    conn.query(f"SET {key} = {_quote(value)}")
             bind = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
             insert = _INSERT_DATA.match(statement)
             if insert is None or len(statement) == insert.end():
@@ -275,7 +263,8 @@ class ClickHouseHTTP:
     def __init__(self, data_dir: Path, *, password: str = "", tls: tuple[Path, Path] | None = None):
         command = [sys.executable, "-m", "tests.support.clickhouse_http", str(data_dir)]
         command += ["--tls", str(tls[0]), str(tls[1])] if tls else []
-        env = {**os.environ, "CLICKHOUSE_HTTP_PASSWORD": password}
+        # UTC like most servers, and like the X-ClickHouse-Timezone header says.
+        env = {**os.environ, "CLICKHOUSE_HTTP_PASSWORD": password, "TZ": "UTC"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
         line = self.process.stdout.readline() if self.process.stdout else ""
         if not line.startswith("port "):
