@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +9,8 @@ import pytest
 
 import uptake
 from tests.conftest import require_tool
-from tests.support.servers import ServerProcess, free_port
+from tests.support.prometheus import Prometheus
+from tests.support.servers import ServerProcess
 
 REGISTRY = """
 tools:
@@ -23,57 +18,6 @@ tools:
     licensed_seats: 20
     core_actions: [page_edit]
 """
-
-
-class Prometheus:
-    """/usr/bin/prometheus on loopback with a temporary config and storage directory."""
-
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-            "scrape_configs:\n  - job_name: uptake\n"
-            f"    static_configs:\n      - targets: ['{target}']\n"
-        )
-        self.log = workdir / "prometheus.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def query(self, promql: str) -> list[dict[str, object]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": promql}
-        )
-        with urllib.request.urlopen(url, timeout=5) as response:
-            result: list[dict[str, object]] = json.load(response)["data"]["result"]
-            return result
-
-    def wait_for(self, promql: str, timeout: float = 60.0) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                result = self.query(promql)
-                if result:
-                    return result
-            time.sleep(0.5)
-        raise AssertionError(f"no result for {promql}:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -96,11 +40,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def prometheus(tmp_path: Path, server: ServerProcess) -> Iterator[Prometheus]:
     binary = require_tool("prometheus", install="apt-get install prometheus")
     workdir = tmp_path / "prometheus"
-    workdir.mkdir()
     target = server.metrics_url.removeprefix("http://").removesuffix("/metrics")
-    running = Prometheus(binary, workdir, target)
-    yield running
-    running.stop()
+    with Prometheus(binary, workdir, jobs={"uptake": [target]}) as running:
+        yield running
 
 
 def test_prometheus_scrapes_the_kpis(server: ServerProcess, prometheus: Prometheus) -> None:
