@@ -68,3 +68,9 @@ bench: $(STAMP) ## ingestion: SDK clients -> server -> store, against the bulk-i
 test-clickhouse: $(STAMP) ## storage and KPI SQL tests against the server at UPTAKE_TEST_CLICKHOUSE_URL
 	@test -n "$$UPTAKE_TEST_CLICKHOUSE_URL" || { echo "set UPTAKE_TEST_CLICKHOUSE_URL, e.g. http://default:uptake@127.0.0.1:18123 (docker compose -f docker-compose.clickhouse-test.yml up -d --wait)" >&2; exit 2; }
 	$(PY) -m pytest tests/server/storage $(PYTEST_ARGS)
+
+# Soak (not part of make test): SDK clients against one server for a bounded time.
+SOAK_SECONDS ?= 120
+.PHONY: soak
+soak: $(STAMP) ## SDK clients for SOAK_SECONDS (120): throughput, p99 latency, memory, loss
+	$(PY) bench/soak/soak.py --seconds $(SOAK_SECONDS)
