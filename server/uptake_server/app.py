@@ -28,7 +28,6 @@ from uptake_server.store.protocol import EventStore
 log = logging.getLogger(__name__)
 
 INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
-_HEALTH_SERVICES = ("", INGEST_SERVICE)
 
 
 def create_server(
@@ -85,6 +84,7 @@ class Service:
         self._metrics_http: MetricsServer | None = None
         try:
             self.store.migrate(schema_context(settings))
+            self.store.recover()
             self.committer = GroupCommitter(
                 self.store,
                 max_rows=settings.commit_max_rows,
@@ -151,8 +151,10 @@ class Service:
             if up
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in _HEALTH_SERVICES:
-            self.health.set(name, status)
+        # "" answers for the process (liveness: a store outage must not restart
+        # pods); the ingest service follows the store (readiness).
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(INGEST_SERVICE, status)
 
     def stop(self) -> None:
         """Report NOT_SERVING, stop accepting, drain in-flight requests, close the store."""

@@ -200,6 +200,8 @@ def test_store_outage_is_unavailable_with_retry_info(tmp_path: Path) -> None:
         server.stop(None).wait()
         committer.close()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    # The cause (hosts, users) stays in the server log.
+    assert info.value.details() == "the store is unavailable; retry later"  # type: ignore[attr-defined]
     status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
     assert status is not None
     retry = error_details_pb2.RetryInfo()

@@ -18,7 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
-from uptake_server.errors import StoreError, StoreUnavailable
+from uptake_server.errors import StoreError, StoreOverloaded, StoreUnavailable
 from uptake_server.ingest.validation import Limits, batch_id_problem, validate_events
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns
@@ -116,8 +116,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             future = self._committer.submit(events, failed)
             return future.result(timeout=COMMIT_TIMEOUT_SECONDS)
+        except StoreOverloaded as exc:
+            _unavailable("the server is overloaded; retry later", exc.retry_after_seconds)
         except StoreUnavailable as exc:
-            _unavailable(str(exc), exc.retry_after_seconds)
+            # The cause names hosts and users: it goes to the log, not to clients.
+            log.warning("store unavailable for batch %r: %s", batch_id, exc)
+            _unavailable("the store is unavailable; retry later", exc.retry_after_seconds)
         except StoreError as exc:
             log.error("store error for batch %r: %s", batch_id, exc)
             _unavailable("the store failed to commit the events", DEFAULT_RETRY_SECONDS)

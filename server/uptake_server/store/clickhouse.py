@@ -293,6 +293,56 @@ class ClickHouseStore:
             return False
         return True
 
+    @property
+    def unclean_shutdown(self) -> bool:
+        """Tell whether the embedded store's previous process died without closing it."""
+        return self._lock is not None and self._lock.unclean
+
+    def recover(self) -> int:
+        """After an unclean shutdown, rebuild the newest hour of the duplicate filter.
+
+        An insert writes `events` and, through a view, `event_ids` as separate parts.
+        A process killed between the two commits leaves events whose ids the filter
+        does not know (a resent batch would be stored twice) or ids without events
+        (a resent batch would be acknowledged and dropped). Rebuilding the filter
+        from the events of the last hour before the newest receive time closes both
+        windows. Returns the number of ids in the rebuilt window (0 after a clean
+        shutdown, when nothing is done).
+        """
+        if not self.unclean_shutdown:
+            return 0
+        client = self.client("admin")
+        newest = self._run(
+            lambda: client.query(
+                "SELECT greatest((SELECT max(received_at) FROM events), "
+                "(SELECT max(received_at) FROM event_ids))"
+            ).result_rows[0][0]
+        )
+        cutoff = f"toDateTime64('{newest:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC') - INTERVAL 1 HOUR"
+        self._run(
+            lambda: client.command(
+                f"ALTER TABLE event_ids DELETE WHERE received_at >= {cutoff} "
+                "SETTINGS mutations_sync = 2"
+            )
+        )
+        self._run(
+            lambda: client.command(
+                "INSERT INTO event_ids (event_id, received_at) "
+                f"SELECT event_id, received_at FROM events WHERE received_at >= {cutoff}"
+            )
+        )
+        count = self._run(
+            lambda: client.query(
+                f"SELECT count() FROM event_ids WHERE received_at >= {cutoff}"
+            ).result_rows[0][0]
+        )
+        log.warning(
+            "the previous process stopped without closing the store; rebuilt the duplicate "
+            "filter for the last hour of events (%d ids)",
+            count,
+        )
+        return int(count)
+
     def close(self) -> None:
         """Close every client and release the data directory."""
         with self._client_guard:

@@ -15,6 +15,10 @@ class EventStore(Protocol):
         """Apply pending schema migrations; return the names applied."""
         ...
 
+    def recover(self) -> int:
+        """Repair what an unclean shutdown may have left half-written; return ids checked."""
+        ...
+
     def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
         """Store the rows (events once per id); return the event ids stored before."""
         ...
