@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.config import Settings
+from uptake_server.enrich.base import chain, load_enrichers
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer
 from uptake_server.ingest.validation import Limits
-from uptake_server.enrich.base import chain, load_enrichers
 from uptake_server.kpi.exporter import KpiExporter
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.security import Security, load_security, serve_metrics

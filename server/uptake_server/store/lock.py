@@ -15,7 +15,6 @@ from pathlib import Path
 
 from uptake_server.errors import StoreLocked
 
-
 CLEAN = "clean\n"
 
 
