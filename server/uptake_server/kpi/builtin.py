@@ -99,6 +99,7 @@ def _retention(ctx: QueryContext) -> KpiQuery:
     )
     active += "]"
     earliest = min(starts.values())
+    latest = max(starts.values()) + dt.timedelta(weeks=1)
     return KpiQuery(
         sql=f"""
 SELECT tool, {_NULL_UNIT} AS org_unit, [toString(n)] AS labels,
@@ -112,7 +113,11 @@ FROM (
     ) AS hit
     FROM (
         SELECT tool, user_id, min(first_at) AS first_q FROM kpi_first_seen
-        WHERE {q} GROUP BY tool, user_id
+        WHERE {q} AND (tool, user_id) IN (
+            SELECT tool, user_id FROM kpi_first_seen
+            WHERE {q} AND first_at >= {sql_time(earliest)} AND first_at < {sql_time(latest)}
+        )
+        GROUP BY tool, user_id
         HAVING first_q >= {sql_time(earliest)}
     )
     ARRAY JOIN {weeks!r} AS n, {cohort} AS cohort_start
@@ -206,15 +211,18 @@ def _adoption_target(ctx: QueryContext) -> KpiQuery:
 
 
 def _last_event(ctx: QueryContext) -> KpiQuery:
+    # Tools active in 28 days take it from the snapshot; only the others need a
+    # look at older hours (a primary-key range per tool).
     return KpiQuery(
         sql=f"""
 SELECT tool, {_NULL_UNIT} AS org_unit, [] AS labels,
        toUnixTimestamp64Milli(max(newest)) / 1000.0 AS num, 1.0 AS den
 FROM (
-    SELECT tool, max(last_at) AS newest FROM kpi_user_hours
-    WHERE hour < toStartOfHour({ctx.now_sql}) GROUP BY tool
+    SELECT tool, max(newest) AS newest FROM {SNAPSHOT} GROUP BY tool
     UNION ALL
-    SELECT tool, max(occurred_at) AS newest FROM ({ctx.raw_current_hour("tool, occurred_at")})
+    SELECT tool, max(last_at) AS newest FROM kpi_user_hours
+    WHERE hour < toStartOfHour({ctx.now_sql})
+      AND tool NOT IN (SELECT tool FROM {SNAPSHOT})
     GROUP BY tool
 )
 GROUP BY tool"""

@@ -20,6 +20,7 @@ Pure functions over query rows; no I/O. The rules (docs/kpis.md, "Privacy"):
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +143,18 @@ def _protect_tool(
             ] = row.num
     folded = fold_units(cells, k=k, max_org_units=max_org_units)
     other_safe = _atoms_safe([sum(cells[u][i] for u in folded) for i in range(len(WINDOWS))], k)
-    active = _tool_windows(rows, k, out)
+    windows = _tool_windows(rows, k, out)
+    lifecycle = kpis.get(_LIFECYCLE)
+    states = _lifecycle(rows, lifecycle, k, out)
+    _no_derivable_group(windows, states, k, out)
+    for row in windows.values():
+        out.series.append(_series(f"uptake_{_ACTIVE}", row, row.num, ("window",)))
+    if lifecycle is not None:
+        for row in states.values():
+            out.series.append(
+                _series(family_name(lifecycle, org_unit=False), row, row.num, ("state",))
+            )
+    active = {w: r.num for w, r in windows.items()}
     tables: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
     for row in rows:
         kpi = kpis.get(row.kpi)
@@ -156,7 +168,6 @@ def _protect_tool(
             continue  # handled below, as a partition
         else:
             _tool_row(row, kpi, k, active, out)
-    _lifecycle(rows, kpis.get(_LIFECYCLE), k, out)
     for (name, _), table in sorted(tables.items()):
         kpi = kpis.get(name)
         if kpi is not None and kpi.by_org_unit:
@@ -190,18 +201,17 @@ def _atoms_safe(counts: Sequence[float], k: int) -> bool:
     return True
 
 
-def _tool_windows(rows: list[Row], k: int, out: Protected) -> dict[str, float]:
+def _tool_windows(rows: list[Row], k: int, out: Protected) -> dict[str, Row]:
     found = {r.labels[0]: r for r in rows if r.kpi == _ACTIVE and r.org_unit is None}
-    exported: dict[str, float] = {}
+    exported: dict[str, Row] = {}
     last = 0.0
     for window in _WINDOW_NAMES:
         row = found.get(window)
         if row is None:
             continue
         if safe(row.num - last, k):
-            exported[window] = row.num
+            exported[window] = row
             last = row.num
-            out.series.append(_series(f"uptake_{_ACTIVE}", row, row.num, ("window",)))
         else:
             out.suppressed[MIN_GROUP_SIZE] += 1
     return exported
@@ -232,9 +242,9 @@ def _tool_row(row: Row, kpi: Kpi, k: int, active: Mapping[str, float], out: Prot
         out.suppressed[MIN_GROUP_SIZE] += 1
 
 
-def _lifecycle(rows: list[Row], kpi: Kpi | None, k: int, out: Protected) -> None:
+def _lifecycle(rows: list[Row], kpi: Kpi | None, k: int, out: Protected) -> dict[str, Row]:
     if kpi is None:
-        return
+        return {}
     states = {r.labels[0]: r for r in rows if r.kpi == kpi.name and r.org_unit is None}
     withheld = {s: MIN_GROUP_SIZE for s, r in states.items() if not safe(r.num, k)}
     while True:
@@ -246,11 +256,59 @@ def _lifecycle(rows: list[Row], kpi: Kpi | None, k: int, out: Protected) -> None
         if safe(hidden, k) or not visible:
             break
         withheld[visible[0]] = COMPLEMENTARY
-    for state, row in sorted(states.items()):
-        if state in withheld:
-            out.suppressed[withheld[state]] += 1
-        else:
-            out.series.append(_series(family_name(kpi, org_unit=False), row, row.num, kpi.labels))
+    for reason in withheld.values():
+        out.suppressed[reason] += 1
+    return {s: r for s, r in sorted(states.items()) if s not in withheld}
+
+
+# Kinds of people the per-tool counts tell apart: (activity level, lifecycle state).
+# Level 3: active 1d; 2: active 7d, not 1d; 1: active 28d only.
+_KINDS = [(3, s) for s in _LIFECYCLE_PARTITION] + [(2, s) for s in _LIFECYCLE_PARTITION]
+_KINDS += [(1, "dormant"), (1, "")]
+_LEVELS = {"1d": 3, "7d": 2, "28d": 1}
+
+
+def _no_derivable_group(
+    windows: dict[str, Row], states: dict[str, Row], k: int, out: Protected
+) -> None:
+    """Withhold per-tool counts until no sum or difference of them counts 1..k-1 people.
+
+    Windows nest and lifecycle states split them (dormant lies in 28d minus 7d), so
+    e.g. active 28d minus dormant is a group. Every combination with coefficients
+    -1, 0, 1 that counts each kind of person 0 or 1 times is such a group; its size
+    is the combination's value.
+    """
+    while True:
+        series = [
+            (("w", w), r.num, lambda kind, w=w: kind[0] >= _LEVELS[w]) for w, r in windows.items()
+        ]
+        series += [
+            (("s", st), r.num, lambda kind, st=st: kind[1] == st) for st, r in states.items()
+        ]
+        leak = _smallest_leak(series, k)
+        if leak is None:
+            return
+        states_in = sorted((v, key) for key, v in leak if key[0] == "s")
+        kind, name = (states_in or sorted((v, key) for key, v in leak))[0][1]
+        (states if kind == "s" else windows).pop(name)
+        out.suppressed[COMPLEMENTARY] += 1
+
+
+def _smallest_leak(series: list, k: int) -> list[tuple[tuple[str, str], float]] | None:  # type: ignore[type-arg]
+    indicators = [[int(f(kind)) for kind in _KINDS] for _, _, f in series]
+    for signs in itertools.product((0, 1, -1), repeat=len(series)):
+        if not any(signs):
+            continue
+        counts = [
+            sum(s * ind[i] for s, ind in zip(signs, indicators, strict=True))
+            for i in range(len(_KINDS))
+        ]
+        if any(c not in (0, 1) for c in counts):
+            continue
+        value = sum(s * v for s, (_, v, _) in zip(signs, series, strict=True))
+        if 0 < value < k:
+            return [(key, v) for s, (key, v, _) in zip(signs, series, strict=True) if s]
+    return None
 
 
 def _org_table(

@@ -12,7 +12,9 @@ Columns:
     unit       org unit of that event; ties broken by the larger org unit name
     prev       1 when active (qualifying) in the previous 7 days, (now-14d, now-7d]
     features   features used (any action) in the last 28 days
-    first_q    first qualifying event ever (kpi_first_seen), epoch 0 when unknown
+    first_q    first qualifying event ever (kpi_first_seen), looked up only for people
+               with a first-ever action in the last 7 days; epoch 0 for the others
+    newest     newest event of any action in the last 28 days
 """
 
 from __future__ import annotations
@@ -27,31 +29,35 @@ def snapshot_sql(ctx: QueryContext) -> str:
     q = ctx.qualifying()
     t28, t14, t7 = ctx.since_sql(28), ctx.since_sql(14), ctx.since_sql(7)
     columns = "tool, user_id, org_unit, action, feature"
+    # First-seen rows join the same GROUP BY (src = 2) instead of a JOIN, and only
+    # for people who did some action for the first time in the last 7 days (the
+    # only ones who can be new): a primary-key lookup, not a scan of everyone.
     return f"""
-SELECT a.tool AS tool, a.user_id AS user_id, a.last_q AS last_q, a.unit AS unit,
-       a.prev AS prev, a.features AS features, f.first_q AS first_q
+SELECT tool, user_id,
+       maxIf(last_at, q AND src < 2) AS last_q,
+       argMaxIf(org_unit, (last_at, org_unit), q AND src < 2) AS unit,
+       maxIf(toUInt8(1), q AND src < 2 AND last_at > {t14} AND first_at <= {t7}) AS prev,
+       groupUniqArrayIf(feature, feature != '' AND src < 2) AS features,
+       minIf(first_at, q AND src = 2) AS first_q,
+       maxIf(last_at, src < 2) AS newest
 FROM (
-    SELECT tool, user_id,
-           maxIf(last_at, q) AS last_q,
-           argMaxIf(org_unit, (last_at, org_unit), q) AS unit,
-           maxIf(toUInt8(1), q AND last_at > {t14} AND first_at <= {t7}) AS prev,
-           groupUniqArrayIf(feature, feature != '') AS features
-    FROM (
-        SELECT {columns}, first_at, last_at, {q} AS q
-        FROM kpi_user_hours
-        WHERE hour >= toStartOfHour({t28}) AND hour < toStartOfHour({ctx.now_sql})
-          AND last_at > {t28}
-        UNION ALL
-        SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q
-        FROM events
-        WHERE occurred_at >= toStartOfHour({ctx.now_sql}) AND occurred_at <= {ctx.now_sql}
-    )
-    GROUP BY tool, user_id
-) AS a
-LEFT JOIN (
-    SELECT tool, user_id, min(first_at) AS first_q
+    SELECT {columns}, first_at, last_at, {q} AS q, 0 AS src
+    FROM kpi_user_hours
+    WHERE hour >= toStartOfHour({t28}) AND hour < toStartOfHour({ctx.now_sql})
+      AND last_at > {t28}
+    UNION ALL
+    SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q, 1 AS src
+    FROM events
+    WHERE occurred_at >= toStartOfHour({ctx.now_sql}) AND occurred_at <= {ctx.now_sql}
+    UNION ALL
+    SELECT tool, user_id, CAST('' AS LowCardinality(String)) AS org_unit, action,
+           CAST('' AS LowCardinality(String)) AS feature, first_at, first_at AS last_at,
+           {q} AS q, 2 AS src
     FROM kpi_first_seen
-    WHERE {q}
-    GROUP BY tool, user_id
-) AS f ON a.tool = f.tool AND a.user_id = f.user_id
+    WHERE (tool, user_id) IN (
+        SELECT tool, user_id FROM kpi_first_seen WHERE first_at > {t7}
+    )
+)
+GROUP BY tool, user_id
+HAVING min(src) < 2
 """
