@@ -69,6 +69,11 @@ test-clickhouse: $(STAMP) ## storage and KPI SQL tests against the server at UPT
 	@test -n "$$UPTAKE_TEST_CLICKHOUSE_URL" || { echo "set UPTAKE_TEST_CLICKHOUSE_URL, e.g. http://default:uptake@127.0.0.1:18123 (docker compose -f docker-compose.clickhouse-test.yml up -d --wait)" >&2; exit 2; }
 	$(PY) -m pytest tests/server/storage $(PYTEST_ARGS)
 
+# KPI refresh and scrape time, events generated inside the embedded engine.
+.PHONY: bench-kpi
+bench-kpi: $(STAMP) ## KPI refresh and scrape time with 10 million events in the embedded store
+	$(PY) bench/kpi/run.py
+
 # Soak (not part of make test): SDK clients against one server for a bounded time.
 SOAK_SECONDS ?= 120
 .PHONY: soak
