@@ -74,12 +74,12 @@ class ServiceMetrics:
         )
         self.inflight_bytes = Gauge(
             "uptake_ingest_inflight_bytes",
-            "Raw bytes of the Ingest requests being handled (bounded by UPTAKE_MAX_INFLIGHT_BYTES).",
+            "Raw bytes of the Ingest requests in flight (bound: UPTAKE_MAX_INFLIGHT_BYTES).",
             registry=registry,
         )
         self.inflight_events = Gauge(
             "uptake_ingest_inflight_events",
-            "Events of the Ingest requests being handled (bounded by UPTAKE_MAX_INFLIGHT_EVENTS).",
+            "Events of the Ingest requests in flight (bound: UPTAKE_MAX_INFLIGHT_EVENTS).",
             registry=registry,
         )
         build = Gauge(
