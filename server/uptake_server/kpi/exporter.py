@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from uptake_server.config import Settings
 from uptake_server.errors import ConfigError
@@ -20,6 +19,8 @@ from uptake_server.kpi.plugins import discover_kpis
 from uptake_server.kpi.reader import KpiReader
 from uptake_server.kpi.refresher import PrivacyLimits, Refresher
 from uptake_server.registry import load_registry
+from uptake_server.security import serve_metrics
+from uptake_server.security.metrics_endpoint import MetricsServer
 from uptake_server.store import ClickHouseStore, open_store, schema_context
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class KpiService:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.store = open_store(settings)
-        self._http: WSGIServer | None = None
+        self._http: MetricsServer | None = None
         self._stopped = threading.Event()
         try:
             self.store.migrate(schema_context(settings))
@@ -88,12 +89,12 @@ class KpiService:
         """Return the URL of the metrics endpoint (after start)."""
         host = self.settings.metrics_listen.rpartition(":")[0]
         port = self._http.server_port if self._http else 0
-        return f"http://{host}:{port}/metrics"
+        scheme = self._http.scheme if self._http else "http"
+        return f"{scheme}://{host}:{port}/metrics"
 
     def start(self) -> None:
         """Serve /metrics and start refreshing."""
-        host, _, port = self.settings.metrics_listen.rpartition(":")
-        self._http, _ = start_http_server(int(port), host, registry=self.registry)
+        self._http = serve_metrics(self.settings, self.registry)
         self.exporter.start()
 
     def stop(self) -> None:

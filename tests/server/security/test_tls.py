@@ -21,6 +21,7 @@ from tests.server.test_service import event, settings_for
 from uptake.v1 import ingest_pb2
 from uptake_server.app import Service
 from uptake_server.errors import ConfigError
+from uptake_server.kpi.exporter import KpiService
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,7 @@ def scrape_status(
             assert b"uptake_build_info" in reply.read()
             return int(reply.status)
     except urllib.error.HTTPError as error:
+        error.close()
         return int(error.code)
 
 
@@ -165,4 +167,22 @@ def test_tls_settings_that_cannot_work_are_named(
         service = Service(settings_for(tmp_path / "var", **settings))
         service.start()
     if service is not None:
+        service.stop()
+
+
+def test_the_kpi_role_guards_its_metrics_endpoint_too(tmp_path: Path) -> None:
+    users = tmp_path / "metrics-users"
+    users.write_text("prometheus:pw\n")
+    service = KpiService(settings_for(tmp_path / "var", metrics_basic_auth_file=str(users)))
+    service.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(service.metrics_url, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 401
+        request = urllib.request.Request(service.metrics_url)
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"prometheus:pw").decode())
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+    finally:
         service.stop()
