@@ -47,6 +47,7 @@ def test_sigkill_while_clients_stream_loses_no_acknowledged_event(tmp_path: Path
     # Neither the key nor a raw user id reached the server's output.
     output = server.output()
     assert key not in output and "@example.com" not in output
+    assert f"API keys from {keys}" in output
 
 
 def event(n: int) -> ingest_pb2.Event:
@@ -78,3 +79,4 @@ def test_sigterm_answers_the_requests_in_flight_before_exit(tmp_path: Path) -> N
     stored = {e["event_id"] for e in stored_events(data_dir)}
     assert stored == {e.event_id.hex() for batch in batches for e in batch}
     assert "uptake-server: stopped" in server.output()
+    assert "OPEN: no API keys, anyone who reaches the port may send" in server.output()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -194,3 +196,15 @@ def test_an_empty_keys_file_starts_and_lets_no_one_in(tmp_path: Path) -> None:
         assert answer.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         service.stop()
+
+
+def test_serve_without_keys_outside_dev_mode_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPTAKE_")}
+    env["UPTAKE_PSEUDONYM_KEY"] = "k" * 32
+    result = subprocess.run(
+        [sys.executable, "-m", "uptake_server", "serve", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no API keys: set UPTAKE_API_KEYS_FILE" in result.stderr
+    assert "Traceback" not in result.stderr
