@@ -48,7 +48,6 @@ class Security:
 
     guard: IngestGuard
     credentials: grpc.ServerCredentials | None
-    keys: KeyFile | None
 
 
 def load_security(settings: Settings, metrics: ServiceMetrics) -> Security:
@@ -85,7 +84,7 @@ def load_security(settings: Settings, metrics: ServiceMetrics) -> Security:
         metrics=metrics,
     )
     credentials = grpc_server_credentials(files) if files is not None else None
-    return Security(guard=guard, credentials=credentials, keys=keys)
+    return Security(guard=guard, credentials=credentials)
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> MetricsServer:
