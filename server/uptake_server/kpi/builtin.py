@@ -100,26 +100,34 @@ def _retention(ctx: QueryContext) -> KpiQuery:
     active += "]"
     earliest = min(starts.values())
     latest = max(starts.values()) + dt.timedelta(weeks=1)
+    weeks_filter = " OR ".join(
+        f"(day >= toDate({sql_time(starts[n] + dt.timedelta(weeks=n))}) "
+        f"AND day < toDate({sql_time(starts[n] + dt.timedelta(weeks=n + 1))}))"
+        for n in weeks
+    )
+    cohorts = f"""
+        SELECT tool, user_id, min(first_at) AS first_q FROM kpi_first_seen
+        WHERE (tool, user_id) IN (
+            SELECT tool, user_id FROM kpi_first_seen
+            WHERE first_at >= {sql_time(earliest)} AND first_at < {sql_time(latest)} AND {q}
+        ) AND {q}
+        GROUP BY tool, user_id
+        HAVING first_q >= {sql_time(earliest)}"""
     return KpiQuery(
         sql=f"""
 SELECT tool, {_NULL_UNIT} AS org_unit, [toString(n)] AS labels,
        toFloat64(countIf(hit)) AS num, toFloat64(count()) AS den
 FROM (
     SELECT tool, n, (tool, user_id, n) IN (
-        SELECT tool, user_id, n FROM kpi_user_days
-        ARRAY JOIN {weeks!r} AS n, {active} AS week_start
-        WHERE day >= week_start AND day < week_start + 7 AND {q}
-          AND day >= toDate({sql_time(earliest)})
-    ) AS hit
-    FROM (
-        SELECT tool, user_id, min(first_at) AS first_q FROM kpi_first_seen
-        WHERE {q} AND (tool, user_id) IN (
-            SELECT tool, user_id FROM kpi_first_seen
-            WHERE {q} AND first_at >= {sql_time(earliest)} AND first_at < {sql_time(latest)}
+        SELECT tool, user_id, n FROM (
+            SELECT tool, user_id, day FROM kpi_user_days
+            WHERE ({weeks_filter}) AND {q}
+              AND (tool, user_id) IN (SELECT tool, user_id FROM ({cohorts}))
         )
-        GROUP BY tool, user_id
-        HAVING first_q >= {sql_time(earliest)}
-    )
+        ARRAY JOIN {weeks!r} AS n, {active} AS week_start
+        WHERE day >= week_start AND day < week_start + 7
+    ) AS hit
+    FROM ({cohorts})
     ARRAY JOIN {weeks!r} AS n, {cohort} AS cohort_start
     WHERE first_q >= cohort_start AND first_q < cohort_start + INTERVAL 7 DAY
 )

@@ -39,6 +39,11 @@ class KpiReader:
         client = self._store.client(ROLE)
         self._run(lambda: client.command(sql, parameters=parameters))
 
+    @property
+    def temporary_tables(self) -> bool:
+        """Tell whether temporary tables outlive a statement (the embedded engine's session)."""
+        return self._store.target.engine == "chdb"
+
     def supports_setting(self, name: str) -> bool:
         """Tell whether the engine knows a setting."""
         if name not in self._known:

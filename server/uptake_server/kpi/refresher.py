@@ -1,8 +1,9 @@
 """The KPI refresher: one query per refresh, privacy applied, one immutable snapshot published.
 
-Every KPI query runs inside one SQL statement that shares the per-person snapshot
-(a materialized CTE where the engine has them), so all figures of a refresh come
-from the same instant and the same data. The published `KpiSnapshot` is replaced
+The per-person snapshot is built once per refresh (a temporary table on the
+embedded engine; a CTE in the same statement on a server) and every KPI query runs
+in one statement on it, so all figures of a refresh come from the same instant and
+the same data. The published `KpiSnapshot` is replaced
 atomically; scrapes read it and never query the store.
 """
 
@@ -35,7 +36,12 @@ class KpiStore(Protocol):
         settings: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]: ...
 
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None: ...
+
     def supports_setting(self, name: str) -> bool: ...
+
+    @property
+    def temporary_tables(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,8 +63,14 @@ class PrivacyLimits:
     max_unregistered_tools: int = 50
 
 
-def build_query(kpis: Sequence[Kpi], ctx: QueryContext) -> tuple[str, dict[str, Any]]:
-    """Return the one statement computing every KPI, and its parameters."""
+def build_query(
+    kpis: Sequence[Kpi], ctx: QueryContext, *, with_snapshot: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """Return the one statement computing every KPI, and its parameters.
+
+    With `with_snapshot`, the statement builds the snapshot itself (a CTE);
+    without, it reads a table of that name built just before.
+    """
     parameters: dict[str, Any] = dict(ctx.parameters())
     owners = dict.fromkeys(parameters, "the refresher")
     branches = []
@@ -77,9 +89,9 @@ def build_query(kpis: Sequence[Kpi], ctx: QueryContext) -> tuple[str, dict[str, 
             "CAST(labels AS Array(String)) AS labels, toFloat64(num) AS num, "
             f"toFloat64(den) AS den FROM ({built.sql}\n)"
         )
-    sql = f"WITH {SNAPSHOT} AS MATERIALIZED ({snapshot_sql(ctx)})\n" + "\nUNION ALL\n".join(
-        branches
-    )
+    sql = "\nUNION ALL\n".join(branches)
+    if with_snapshot:
+        sql = f"WITH {SNAPSHOT} AS MATERIALIZED ({snapshot_sql(ctx)})\n{sql}"
     return sql, parameters
 
 
@@ -147,17 +159,30 @@ class Refresher:
     def rows(self, *, now: dt.datetime) -> list[Row]:
         """Return every KPI's rows at `now`, before privacy rules (for `refresh` and tests)."""
         ctx = QueryContext(now=now, registry=self._registry)
-        sql, parameters = build_query(self._kpis, ctx)
-        if self._settings is None:
-            # Materialized CTEs compute the shared snapshot once; without them the
-            # engine inlines it per KPI (same result, more work).
-            flag = "enable_materialized_cte"
-            self._settings = {flag: 1} if self._store.supports_setting(flag) else {}
+        store = self._store
+        if store.temporary_tables:
+            # Embedded engine: build the snapshot once into a temporary table, then
+            # run every KPI on it in one statement.
+            store.command(f"DROP TEMPORARY TABLE IF EXISTS {SNAPSHOT}")
+            store.command(
+                f"CREATE TEMPORARY TABLE {SNAPSHOT} ENGINE = Memory AS {snapshot_sql(ctx)}",
+                ctx.parameters(),
+            )
+            try:
+                sql, parameters = build_query(self._kpis, ctx, with_snapshot=False)
+                result = store.query(sql, parameters)
+            finally:
+                store.command(f"DROP TEMPORARY TABLE IF EXISTS {SNAPSHOT}")
+        else:
+            # A server (maybe behind a load balancer, so no session state): one
+            # statement with the snapshot as a CTE, materialized where supported.
+            sql, parameters = build_query(self._kpis, ctx)
+            if self._settings is None:
+                flag = "enable_materialized_cte"
+                self._settings = {flag: 1} if store.supports_setting(flag) else {}
             if not self._settings:
                 sql = sql.replace(" AS MATERIALIZED (", " AS (", 1)
-        elif not self._settings:
-            sql = sql.replace(" AS MATERIALIZED (", " AS (", 1)
-        result = self._store.query(sql, parameters, self._settings)
+            result = store.query(sql, parameters, self._settings)
         names = [kpi.name for kpi in self._kpis]
         return [
             Row(names[index], tool, org_unit, tuple(labels), float(num), float(den))
