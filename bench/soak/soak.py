@@ -215,7 +215,9 @@ def soak(*, seconds: float, clients: int, rate: int, warmup: float) -> Figures:
         rss_mb=[(round(t), round(m, 1)) for t, m in samples],
         rss_max_mb=round(max(m for _, m in samples), 1),
         rss_trend_mb_per_minute=round(
-            trend_mb_per_minute([s for s in samples if s[0] >= warmup]), 2
+            # While clients track: the drain after it is a burst, not a trend.
+            trend_mb_per_minute([s for s in samples if warmup <= s[0] <= seconds]),
+            2,
         ),
     )
 
@@ -245,8 +247,9 @@ def main() -> None:
     print(f"  loss            {figures.lost}")
     print(f"  failed requests {figures.failed_requests or 'none'} (retried by the SDK)")
     trend = figures.rss_trend_mb_per_minute
-    print(f"  server memory   max {figures.rss_max_mb} MiB; trend after {args.warmup:g} s "
-          f"{trend:+} MiB/min; RSS (s, MiB): {figures.rss_mb}")  # fmt: skip
+    window = f"{args.warmup:g}-{args.seconds:g} s"
+    print(f"  server memory   max {figures.rss_max_mb} MiB; trend {window} {trend:+} MiB/min; "
+          f"RSS (s, MiB): {figures.rss_mb}")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(asdict(figures), indent=2) + "\n")
     print(f"  written to {args.out}")
