@@ -67,7 +67,7 @@ FROM (
                countIf(prev = 1 AND NOT a7) AS dormant_users
         FROM (
             SELECT tool, last_q > {t7} AS a7, prev,
-                   first_q > {t7} AND first_q <= {ctx.now_sql} AS is_new
+                   is_new
             FROM {SNAPSHOT}
         )
         GROUP BY tool
@@ -107,12 +107,9 @@ def _retention(ctx: QueryContext) -> KpiQuery:
     )
     cohorts = f"""
         SELECT tool, user_id, min(first_at) AS first_q FROM kpi_first_seen
-        WHERE (tool, user_id) IN (
-            SELECT tool, user_id FROM kpi_first_seen
-            WHERE first_at >= {sql_time(earliest)} AND first_at < {sql_time(latest)} AND {q}
-        ) AND {q}
+        WHERE {q}
         GROUP BY tool, user_id
-        HAVING first_q >= {sql_time(earliest)}"""
+        HAVING first_q >= {sql_time(earliest)} AND first_q < {sql_time(latest)}"""
     return KpiQuery(
         sql=f"""
 SELECT tool, {_NULL_UNIT} AS org_unit, [toString(n)] AS labels,

@@ -12,8 +12,8 @@ Columns:
     unit       org unit of that event; ties broken by the larger org unit name
     prev       1 when active (qualifying) in the previous 7 days, (now-14d, now-7d]
     features   features used (any action) in the last 28 days
-    first_q    first qualifying event ever (kpi_first_seen), looked up only for people
-               with a first-ever action in the last 7 days; epoch 0 for the others
+    is_new     1 when the first qualifying event ever (kpi_first_seen) is in the last
+               7 days
     newest     newest event of any action in the last 28 days
 """
 
@@ -29,49 +29,38 @@ def snapshot_sql(ctx: QueryContext) -> str:
     q = ctx.qualifying()
     t28, t14, t7 = ctx.since_sql(28), ctx.since_sql(14), ctx.since_sql(7)
     columns = "tool, user_id, org_unit, action, feature"
-    empty = "CAST('' AS LowCardinality(String))"
     # Two levels: per (tool, person, org unit) first, which is cheap, then per
     # person, where picking the org unit of the latest event (a tuple comparison)
     # runs over a handful of rows per person instead of every hourly row.
-    # First-seen rows join the same GROUP BY (src = 2) instead of a JOIN, and only
-    # for people who did some action for the first time in the last 7 days (the
-    # only ones who can be new): a primary-key lookup, not a scan of everyone.
     return f"""
 SELECT tool, user_id,
        max(unit_last) AS last_q,
        argMax(org_unit, (unit_last, org_unit)) AS unit,
        max(unit_prev) AS prev,
        arrayDistinct(arrayFlatten(groupArray(unit_features))) AS features,
-       minIf(unit_first, unit_seen = 1) AS first_q,
+       (tool, user_id) IN (
+           SELECT tool, user_id FROM kpi_first_seen WHERE {q}
+           GROUP BY tool, user_id
+           HAVING min(first_at) > {t7} AND min(first_at) <= {ctx.now_sql}
+       ) AS is_new,
        max(unit_newest) AS newest
 FROM (
     SELECT tool, user_id, org_unit,
-           maxIf(last_at, q AND src < 2) AS unit_last,
-           maxIf(toUInt8(1), q AND src < 2 AND last_at > {t14} AND first_at <= {t7}) AS unit_prev,
-           groupUniqArrayIf(feature, feature != '' AND src < 2) AS unit_features,
-           minIf(first_at, q AND src = 2) AS unit_first,
-           maxIf(toUInt8(1), q AND src = 2) AS unit_seen,
-           maxIf(last_at, src < 2) AS unit_newest,
-           min(src) AS unit_src
+           maxIf(last_at, q) AS unit_last,
+           maxIf(toUInt8(1), q AND last_at > {t14} AND first_at <= {t7}) AS unit_prev,
+           groupUniqArrayIf(feature, feature != '') AS unit_features,
+           max(last_at) AS unit_newest
     FROM (
-        SELECT {columns}, first_at, last_at, {q} AS q, 0 AS src
+        SELECT {columns}, first_at, last_at, {q} AS q
         FROM kpi_user_hours
         WHERE hour >= toStartOfHour({t28}) AND hour < toStartOfHour({ctx.now_sql})
           AND last_at > {t28}
         UNION ALL
-        SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q, 1 AS src
+        SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q
         FROM events
         WHERE occurred_at >= toStartOfHour({ctx.now_sql}) AND occurred_at <= {ctx.now_sql}
-        UNION ALL
-        SELECT tool, user_id, {empty} AS org_unit, action, {empty} AS feature, first_at,
-               first_at AS last_at, {q} AS q, 2 AS src
-        FROM kpi_first_seen
-        WHERE (tool, user_id) IN (
-            SELECT tool, user_id FROM kpi_first_seen WHERE first_at > {t7}
-        )
     )
     GROUP BY tool, user_id, org_unit
 )
 GROUP BY tool, user_id
-HAVING min(unit_src) < 2
 """
