@@ -24,6 +24,8 @@ from uptake_server.security.metrics_endpoint import MetricsServer
 from uptake_server.store import open_store, schema_context
 from uptake_server.store.group_commit import GroupCommitter
 from uptake_server.store.protocol import EventStore
+from uptake_server.telemetry import Telemetry, open_telemetry
+from uptake_server.telemetry.interceptor import RequestInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,15 @@ def create_server(
     servicer: IngestServicer,
     health_servicer: health.HealthServicer,
     security: Security | None = None,
+    telemetry: Telemetry | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build the gRPC server with ingest, health and reflection; return it and its bound port."""
+    # Outermost: refusals of the guard get a request id and a span too.
+    interceptors: list[grpc.ServerInterceptor] = [
+        RequestInterceptor(tracer=telemetry.tracer if telemetry is not None else None)
+    ]
+    if security is not None:
+        interceptors.append(security.guard)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_workers, thread_name_prefix="uptake-grpc"
@@ -49,7 +58,7 @@ def create_server(
         ],
         # The guard bounds concurrent calls with UNAVAILABLE + RetryInfo; gRPC's own
         # maximum_concurrent_rpcs would answer RESOURCE_EXHAUSTED ("too large").
-        interceptors=[security.guard] if security is not None else None,
+        interceptors=interceptors,
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -73,8 +82,17 @@ def create_server(
 class Service:
     """The ingestion service with everything it owns; `stop()` releases all of it."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.settings = settings
+        # A telemetry passed in belongs to the caller; one built here is shut down by stop().
+        self._own_telemetry = telemetry is None
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServiceMetrics(registry=self.registry)
         pseudonymiser = Pseudonymiser(load_key(settings))
@@ -83,6 +101,8 @@ class Service:
         self._stopped = threading.Event()
         self._metrics_http: MetricsServer | None = None
         try:
+            if self._own_telemetry:
+                self.telemetry = open_telemetry(settings)
             self.store.migrate(schema_context(settings))
             self.store.recover()
             self.committer = GroupCommitter(
@@ -91,6 +111,7 @@ class Service:
                 max_delay_seconds=settings.commit_max_delay_ms / 1000,
                 max_pending=settings.max_pending_events,
                 metrics=self.metrics,
+                tracer=self.telemetry.tracer,
             )
             self.health = health.HealthServicer()
             servicer = IngestServicer(
@@ -103,15 +124,22 @@ class Service:
                 max_events_per_request=settings.max_events_per_request,
                 metrics=self.metrics,
                 enrich=chain(load_enrichers(settings)),
+                tracer=self.telemetry.tracer,
             )
             self.server, self.grpc_port = create_server(
-                settings, servicer=servicer, health_servicer=self.health, security=self.security
+                settings,
+                servicer=servicer,
+                health_servicer=self.health,
+                security=self.security,
+                telemetry=self.telemetry,
             )
             self.kpi: KpiExporter | None = None
             if settings.kpi_enabled:
                 self.kpi = KpiExporter(settings, self.store, registry=self.registry)
         except BaseException:
             self.store.close()
+            if self._own_telemetry:
+                self.telemetry.shutdown()
             raise
         self._prober = threading.Thread(target=self._probe, name="uptake-health", daemon=True)
 
@@ -177,4 +205,6 @@ class Service:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
         self.store.close()
+        if self._own_telemetry:
+            self.telemetry.shutdown()
         log.info("stopped")

@@ -19,6 +19,7 @@ from typing import Any
 from uptake_server.errors import ConfigError
 
 MIN_GROUP_SIZE_FLOOR = 3
+TRACE_EXPORTERS = ("off", "otlp", "console")
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.{}-]+")
 
 
@@ -157,6 +158,11 @@ class Settings:
     metrics_basic_auth_file: str = _setting(
         "UPTAKE_METRICS_BASIC_AUTH_FILE", "", "user:password lines for the metrics endpoint"
     )
+    tracing: str = _setting(
+        "UPTAKE_TRACING",
+        "off",
+        "trace export: off, otlp or console; unset: as the OTEL_* variables ask",
+    )
 
     def __post_init__(self) -> None:
         _check_security(self)
@@ -193,6 +199,7 @@ class Settings:
             f"must be at least {MIN_GROUP_SIZE_FLOOR}: smaller groups could identify people",
         )
         _check(self, "log_format", self.log_format in ("text", "json"), "must be text or json")
+        _check(self, "tracing", self.tracing in TRACE_EXPORTERS, "must be off, otlp or console")
         _check(
             self,
             "log_level",
@@ -254,7 +261,12 @@ def load_settings(
         raw = environ.get(f.metadata["env"])
         if raw is not None and raw != "":
             values[name] = _parse(name, raw, type(f.default))
-    return Settings(**values)
+    if "tracing" not in values:
+        values["tracing"] = _tracing_from_otel(environ)
+    settings = Settings(**values)
+    if settings.tracing == "otlp":
+        _check_otlp_protocol(environ)
+    return settings
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:
@@ -270,6 +282,37 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         raise ConfigError(
             f"{env_name(name)}={raw!r} is not a valid {kind.__name__} (setting {name})"
         ) from None
+
+
+def _tracing_from_otel(environ: Mapping[str, str]) -> str:
+    """Return the trace exporter the standard OTEL_* variables ask for: off unless one does."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "off"
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return "off"
+    if exporter in ("otlp", "console"):
+        return exporter
+    if exporter:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER={exporter!r} is not supported: use otlp, console or none "
+            f"(or set {env_name('tracing')})"
+        )
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(environ.get(name, "").strip() for name in endpoints) else "off"
+
+
+def _check_otlp_protocol(environ: Mapping[str, str]) -> None:
+    # The traces-specific variable wins over the general one, as in the OTel SDK.
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(name, "").strip()
+        if protocol:
+            if protocol != "grpc":
+                raise ConfigError(
+                    f"{name}={protocol!r} is not supported: Uptake exports traces with OTLP "
+                    "over gRPC (grpc), usually to port 4317"
+                )
+            return
 
 
 def _parse_bool(raw: str) -> bool:

@@ -165,7 +165,7 @@ def test_ingest_pods(rendered: dict[str, Rendered]) -> None:
         assert env["UPTAKE_LOG_FORMAT"] == "json"
         assert env["UPTAKE_STORE_DSN"] == values["store"]["dsn"]
         assert env["UPTAKE_PSEUDONYM_KEY_FILE"] == "/etc/uptake/secrets/pseudonym-key"
-        assert env.get("UPTAKE_STORE_CLUSTER") == values["store"].get("cluster")
+        assert env.get("UPTAKE_CLUSTER") == values["store"].get("cluster")
         probes = {p: container[p]["grpc"] for p in ("livenessProbe", "readinessProbe")}
         assert probes["readinessProbe"] == {"port": 50051, "service": "uptake.v1.IngestService"}
         assert probes["livenessProbe"]["port"] == 50051

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry.trace import Tracer
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.errors import StoreError, StoreOverloaded, StoreUnavailable
@@ -23,6 +24,8 @@ from uptake_server.ingest.validation import Limits, batch_id_problem, validate_e
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns
 from uptake_server.store.group_commit import CommitResult, GroupCommitter
+from uptake_server.telemetry import attributes as attr
+from uptake_server.telemetry.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         metrics: ServiceMetrics,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         enrich: Callable[[Sequence[ingest_pb2.Event]], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._enrich = enrich
         self._committer = committer
         self._pseudonymise = pseudonymise
@@ -86,15 +91,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         problem = batch_id_problem(request.batch_id)
         if problem is not None:
             _bad_request("batch_id", problem)
-        if self._enrich is not None:
-            self._enrich(events)
-        result = validate_events(
-            events,
-            batch_id=request.batch_id,
-            now_ms=self._clock_ms(),
-            limits=self._limits,
-            pseudonymise=self._pseudonymise,
-        )
+        with span(self._tracer, "uptake.validate") as validating:
+            if self._enrich is not None:
+                self._enrich(events)
+            result = validate_events(
+                events,
+                batch_id=request.batch_id,
+                now_ms=self._clock_ms(),
+                limits=self._limits,
+                pseudonymise=self._pseudonymise,
+            )
+            if validating.is_recording():
+                validating.set_attribute(attr.EVENTS_VALID, len(result.events))
+                validating.set_attribute(attr.EVENTS_REJECTED, len(result.rejections))
+                codes = sorted({r.code for r in result.rejections})
+                validating.set_attribute(attr.REJECTION_CODES, codes)
         commit = CommitResult(0, 0)
         if len(result.events) or len(result.failed):
             commit = self._commit(result.events, result.failed, request.batch_id)
@@ -114,8 +125,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def _commit(self, events: EventColumns, failed: FailedColumns, batch_id: str) -> CommitResult:
         try:
-            future = self._committer.submit(events, failed)
-            return future.result(timeout=COMMIT_TIMEOUT_SECONDS)
+            rows = {attr.COMMIT_ROWS: len(events) + len(failed)}
+            with span(self._tracer, "uptake.commit", attributes=rows) as committing:
+                context = committing.get_span_context()
+                future = self._committer.submit(
+                    events, failed, trace=context if context.is_valid else None
+                )
+                result = future.result(timeout=COMMIT_TIMEOUT_SECONDS)
+                if result.insert_span is not None:
+                    committing.add_link(result.insert_span)
+                committing.set_attribute(attr.EVENTS_STORED, result.stored)
+                committing.set_attribute(attr.EVENTS_DUPLICATE, result.duplicates)
+            return result
         except StoreOverloaded as exc:
             _unavailable("the server is overloaded; retry later", exc.retry_after_seconds)
         except StoreUnavailable as exc:

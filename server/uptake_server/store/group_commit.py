@@ -17,9 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry.trace import SpanContext, Tracer
+
 from uptake_server.errors import StoreOverloaded, StoreUnavailable
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns
+from uptake_server.telemetry import attributes as attr
+from uptake_server.telemetry.tracing import insert_span
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ class CommitResult:
 
     stored: int
     duplicates: int
+    # The span of the insert that stored them, when it was traced.
+    insert_span: SpanContext | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +51,7 @@ class _Pending:
     events: EventColumns
     failed: FailedColumns
     future: Future[CommitResult] = field(default_factory=Future)
+    trace: SpanContext | None = None
 
 
 class GroupCommitter:
@@ -59,7 +66,9 @@ class GroupCommitter:
         max_pending: int,
         metrics: ServiceMetrics,
         clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._store = store
         self._max_rows = max_rows
         self._max_delay = max_delay_seconds
@@ -74,10 +83,15 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="uptake-group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, events: EventColumns, failed: FailedColumns) -> Future[CommitResult]:
-        """Queue rows for the next insert; raise StoreOverloaded when over the bound."""
+    def submit(
+        self, events: EventColumns, failed: FailedColumns, *, trace: SpanContext | None = None
+    ) -> Future[CommitResult]:
+        """Queue rows for the next insert; raise StoreOverloaded when over the bound.
+
+        `trace` is the submitting request's span: the insert span links to it.
+        """
         rows = len(events) + len(failed)
-        item = _Pending(events, failed)
+        item = _Pending(events, failed, trace=trace)
         with self._cond:
             if self._closing:
                 raise StoreUnavailable("the server is shutting down", retry_after_seconds=1.0)
@@ -133,22 +147,30 @@ class GroupCommitter:
             failed.extend(item.failed)
         rows = len(events) + len(failed)
         started = time.perf_counter()
+        traced = insert_span(
+            self._tracer, [i.trace for i in batch], events=len(events), failed=len(failed)
+        )
         try:
-            already = self._store.insert(events, failed)
+            with traced as span:
+                already = self._store.insert(events, failed)
+                span.set_attribute(attr.INSERT_DUPLICATES, len(already))
         except BaseException as exc:
             for item in batch:
                 item.future.set_exception(exc)
         else:
             self._metrics.insert_duration.observe(time.perf_counter() - started)
             self._metrics.insert_rows.observe(rows)
-            self._resolve(batch, already)
+            context = span.get_span_context()
+            self._resolve(batch, already, context if context.is_valid else None)
         finally:
             with self._cond:
                 self._pending_rows -= rows
                 self._metrics.pending.set(self._pending_rows)
 
     @staticmethod
-    def _resolve(batch: list[_Pending], already: set[bytes]) -> None:
+    def _resolve(
+        batch: list[_Pending], already: set[bytes], insert: SpanContext | None = None
+    ) -> None:
         # An id counts as stored for the first request in the batch that sent
         # it; later occurrences, and ids stored before, are duplicates.
         seen: set[bytes] = set()
@@ -159,4 +181,6 @@ class GroupCommitter:
                     duplicates += 1
                 else:
                     seen.add(event_id)
-            item.future.set_result(CommitResult(len(item.events) - duplicates, duplicates))
+            item.future.set_result(
+                CommitResult(len(item.events) - duplicates, duplicates, insert_span=insert)
+            )

@@ -120,7 +120,7 @@ Environment, volumes and mounts shared by every role; call with
 - name: UPTAKE_STORE_DSN
   value: {{ include "uptake.storeDsn" .ctx | quote }}
 {{- with $v.store.cluster }}
-- name: UPTAKE_STORE_CLUSTER
+- name: UPTAKE_CLUSTER
   value: {{ . | quote }}
 {{- end }}
 {{- range .secrets }}
