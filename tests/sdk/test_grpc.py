@@ -160,3 +160,20 @@ def test_close_during_a_call_in_flight_returns_in_time(make_client: MakeClient) 
         assert client.close(0.4) is False
         assert time.monotonic() - started < 0.8
         wait_until(lambda: client.stats().shutdown == 3)
+
+
+def test_first_sends_say_attempt_one_and_resends_count_up(make_client: MakeClient) -> None:
+    # The server skips its duplicate lookup only for attempt 1, so a resend must
+    # never say 1.
+    with FakeServer() as server:
+        server.script.extend([unavailable(retry_after=0.01), slow(0.6)])
+        client = make_client(
+            target=server.target, transport=None, request_timeout=0.3, **FAST_RETRY
+        )
+        track_many(client, 3)
+        assert client.flush(10)
+        track_many(client, 2, prefix="later")
+        assert client.flush(10)
+        attempts = [(r.request.attempt, len(r.request.events)) for r in server.received]
+        assert attempts[:3] == [(1, 3), (2, 3), (3, 3)]
+        assert attempts[-1] == (1, 2)

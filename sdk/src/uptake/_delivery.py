@@ -64,14 +64,17 @@ class Sender:
         wait: Wait,
         deadline: float | None = None,
         retry: bool = True,
+        resend: bool = False,
     ) -> Outcome:
         """Send the events in order; return those neither delivered nor dropped.
 
         With `retry=False` the first retryable failure returns the rest as pending (the
         caller spools them). `wait(seconds)` sleeps between tries and returns False to
-        stop early; `deadline` (monotonic) bounds the whole delivery.
+        stop early; `deadline` (monotonic) bounds the whole delivery. `resend` says the
+        events may have been sent before (the server then checks for duplicates).
         """
         chunks: deque[list[Event]] = deque([list(events)] if events else [])
+        attempt = 2 if resend else 1
         while chunks:
             chunk = chunks.popleft()
             started = time.monotonic()
@@ -82,8 +85,13 @@ class Sender:
                     if timeout <= 0:
                         return Outcome(pending=_join(chunk, chunks))
                 try:
-                    response = self.transport.send(IngestRequest(events=chunk), timeout=timeout)
+                    response = self.transport.send(
+                        IngestRequest(events=chunk, attempt=attempt), timeout=timeout
+                    )
                 except TransportError as error:
+                    # Whatever the error, the server may have stored some of the
+                    # events: every later send of them is a resend.
+                    attempt += 1
                     delay = self._failed(error, chunk, chunks)
                     if delay is None:
                         break  # settled: split, or dropped for good

@@ -76,7 +76,7 @@ class SyncDelivery:
         assert self._spool is not None
         while (entry := self._spool.take()) is not None:
             outcome = self._sender.deliver(
-                entry.events, wait=_sleep, deadline=deadline, retry=False
+                entry.events, wait=_sleep, deadline=deadline, retry=False, resend=True
             )
             if outcome.pending:
                 entry.release()

@@ -47,6 +47,7 @@ class Worker:
         self._taken = 0  # records taken off the queue
         self._settled = 0  # taken records delivered, dropped or spooled
         self._held: list[Event] = []  # taken, converted, not yet settled
+        self._held_tried = False  # whether the held events may have been sent already
         self._sizes: list[int] = []  # encoded size of each held event
         self._urgent = 0  # flush() calls waiting
         self._deadline: float | None = None
@@ -153,9 +154,15 @@ class Worker:
                 self._settle(count)
                 continue
             outcome = self._sender.deliver(
-                batch, wait=self._wait(), deadline=self._deadline, retry=self._spool is None
+                batch,
+                wait=self._wait(),
+                deadline=self._deadline,
+                retry=self._spool is None,
+                resend=self._held_tried,
             )
             pending = len(outcome.pending)
+            # A pending tail stays held and may have reached the server already.
+            self._held_tried = bool(pending)
             if pending and self._spool is not None:
                 self._spool.write(outcome.pending)
                 self._offline = True
@@ -180,7 +187,7 @@ class Worker:
                     self._cv.notify_all()
                 return
             outcome = self._sender.deliver(
-                entry.events, wait=self._wait(), deadline=self._deadline, retry=False
+                entry.events, wait=self._wait(), deadline=self._deadline, retry=False, resend=True
             )
             if outcome.pending:
                 entry.release()

@@ -33,9 +33,18 @@ class IngestRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """Client-chosen id of this batch, for logs and tracing. At most 64 characters;
     may be empty.
+    """
+    attempt: _builtins.int
+    """Which try of these events this request is. 1: the first send of every event in
+    it, which lets the server skip its duplicate lookup. 2 and up: a resend (after
+    a timeout or an UNAVAILABLE answer, or from an offline spool); the server
+    stores only the events it does not hold yet. 0 (not set) counts as a possible
+    resend. Never send 1 with events that were sent before: they would be stored
+    twice.
     """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
@@ -49,10 +58,11 @@ class IngestRequest(_message.Message):
         *,
         batch_id: _builtins.str = ...,
         events: _abc.Iterable[Global___Event] | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
