@@ -27,7 +27,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['doc']} [{f.metadata['env']}, default {f.default!r}]"
         if isinstance(f.default, bool):
-            group.add_argument(flag, action="store_true", default=None, help=help_text)
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
             group.add_argument(flag, type=type(f.default), default=None, help=help_text)
 
