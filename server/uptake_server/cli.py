@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import signal
 import sys
 import threading
@@ -144,7 +145,7 @@ def _serve(settings: Settings, *, kpi_only: bool = False) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
-            print("uptake-server: already stopping", file=sys.stderr, flush=True)
+            _say(settings, "already stopping")
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -153,13 +154,22 @@ def _serve(settings: Settings, *, kpi_only: bool = False) -> int:
         _announce(service)
         while not stop.wait(3600):
             pass
-        print("uptake-server: stopping (draining in-flight requests)", file=sys.stderr, flush=True)
+        _say(settings, "stopping (draining in-flight requests)")
     finally:
         service.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    print("uptake-server: stopped", file=sys.stderr, flush=True)
+    _say(settings, "stopped")
     return EXIT_OK
+
+
+def _say(settings: Settings, message: str) -> None:
+    """Tell the operator on stderr: a plain line, or a log record when logs are JSON."""
+    # JSON logs are read by machines: every line on stderr must be one object.
+    if settings.log_format == "json":
+        logging.getLogger(__name__).info("%s", message)
+    else:
+        print(f"uptake-server: {message}", file=sys.stderr, flush=True)
 
 
 def _announce(service: Any) -> None:
@@ -170,6 +180,7 @@ def _announce(service: Any) -> None:
         f"  metrics       {service.metrics_url}",
         f"  store         {service.store.describe()}",
         f"  access        {_access(settings) if hasattr(service, 'grpc_target') else '-'}",
+        f"  tracing       {settings.tracing if hasattr(service, 'grpc_target') else '-'}",
     ]
     if settings.dev:
         lines += [
@@ -178,6 +189,10 @@ def _announce(service: Any) -> None:
             + "the pseudonym key is kept in "
             f"{settings.data_path / 'pseudonym.key'}. Do not use dev mode in production.",
         ]
+    if settings.log_format == "json":
+        # One record, so a log pipeline that merges stdout and stderr sees JSON only.
+        logging.getLogger(__name__).info("%s", "; ".join(line.strip() for line in lines))
+        return
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
 

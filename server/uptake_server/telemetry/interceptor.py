@@ -9,12 +9,15 @@ metadata (traceparent, tracestate), and carries counts and the status code only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 from opentelemetry.propagate import extract
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
 from uptake.v1 import ingest_pb2
 from uptake_server.ingest.validation import batch_id_problem
@@ -40,6 +43,8 @@ SERVER_FAULTS = frozenset(
 )
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+log = logging.getLogger(__name__)
 
 
 def request_id_of(request: object) -> str:
@@ -85,18 +90,44 @@ class RequestInterceptor(grpc.ServerInterceptor):
     def _serve(self, inner: Behavior, request: Any, context: grpc.ServicerContext) -> Any:
         request_id = request_id_of(request)
         token = bind_request_id(request_id)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
-            if self._tracer is None:
-                return inner(request, context)
-            return _traced(self._tracer, inner, request, context, request_id)
+            with _request_span(self._tracer, request, context, request_id) as current:
+                try:
+                    response = inner(request, context)
+                except BaseException as exc:
+                    code = status_of(exc, context)
+                    _failed(current, code, context, exc)
+                    raise
+                finally:
+                    # Inside the span, so the line carries its trace id.
+                    if log.isEnabledFor(logging.DEBUG):
+                        _log_answer(code, request, started)
+                current.set_attribute(attr.RPC_GRPC_STATUS_CODE, code.value[0])
+                if isinstance(response, ingest_pb2.IngestResponse) and current.is_recording():
+                    current.set_attribute(attr.EVENTS_ACCEPTED, response.accepted)
+                    current.set_attribute(attr.EVENTS_REJECTED, response.rejected)
+                return response
         finally:
             unbind_request_id(token)
 
 
-def _traced(
-    tracer: Tracer, inner: Behavior, request: Any, context: grpc.ServicerContext, request_id: str
-) -> Any:
-    carrier = {key: value for key, value in context.invocation_metadata() or ()}
+def status_of(exc: BaseException, context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Return the status code a call ends with when its behavior raised `exc`."""
+    # An abort raises a bare Exception once the status code is recorded.
+    aborted = type(exc) is Exception
+    code = context.code() if aborted else None  # type: ignore[attr-defined]
+    return code or grpc.StatusCode.UNKNOWN
+
+
+@contextmanager
+def _request_span(
+    tracer: Tracer | None, request: Any, context: grpc.ServicerContext, request_id: str
+) -> Iterator[Span]:
+    if tracer is None:
+        yield INVALID_SPAN
+        return
     attributes: dict[str, str | int] = {
         attr.RPC_SYSTEM: "grpc",
         attr.RPC_SERVICE: SERVICE,
@@ -106,6 +137,7 @@ def _traced(
     if isinstance(request, ingest_pb2.IngestRequest):
         attributes[attr.REQUEST_EVENTS] = len(request.events)
     # Only the W3C propagation keys are read from the metadata: never the API key.
+    carrier = {key: value for key, value in context.invocation_metadata() or ()}
     with tracer.start_as_current_span(
         SPAN_NAME,
         context=extract(carrier),
@@ -114,29 +146,17 @@ def _traced(
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
-        try:
-            response = inner(request, context)
-        except BaseException as exc:
-            # An abort raises a bare Exception once the status code is recorded.
-            aborted = type(exc) is Exception
-            code = context.code() if aborted else None  # type: ignore[attr-defined]
-            _failed(current, code or grpc.StatusCode.UNKNOWN, context, aborted, exc)
-            raise
-        current.set_attribute(attr.RPC_GRPC_STATUS_CODE, grpc.StatusCode.OK.value[0])
-        if isinstance(response, ingest_pb2.IngestResponse):
-            current.set_attribute(attr.EVENTS_ACCEPTED, response.accepted)
-            current.set_attribute(attr.EVENTS_REJECTED, response.rejected)
-        return response
+        yield current
 
 
 def _failed(
     current: Span,
     code: grpc.StatusCode,
     context: grpc.ServicerContext,
-    aborted: bool,
     exc: BaseException,
 ) -> None:
     current.set_attribute(attr.RPC_GRPC_STATUS_CODE, code.value[0])
+    aborted = type(exc) is Exception
     error_type = code.name if aborted else type(exc).__name__
     if code not in SERVER_FAULTS:
         current.set_attribute(attr.ERROR_TYPE, error_type)
@@ -145,3 +165,9 @@ def _failed(
     details = context.details() if aborted else None  # type: ignore[attr-defined]
     text = details.decode("utf-8", "replace") if isinstance(details, bytes) else details
     mark_failed(current, error_type, f"{code.name}: {text}" if text else code.name)
+
+
+def _log_answer(code: grpc.StatusCode, request: Any, started: float) -> None:
+    size = len(request.events) if isinstance(request, ingest_pb2.IngestRequest) else 0
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.debug("Ingest answered %s in %.1f ms (%d events)", code.name, elapsed_ms, size)

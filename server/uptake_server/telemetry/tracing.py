@@ -12,6 +12,7 @@ Spans are made per request and per insert, never per event.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ def open_telemetry(settings: Settings) -> Telemetry:
 
         exporter = OTLPSpanExporter()
     else:
-        exporter = ConsoleSpanExporter()
+        # sys.stdout as it is now: the exporter's default is bound when the SDK is imported.
+        exporter = ConsoleSpanExporter(out=sys.stdout)
     provider = TracerProvider(resource=service_resource())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     log.info(
