@@ -311,3 +311,37 @@ def test_network_policies_admit_what_the_release_needs(rendered: dict[str, Rende
     assert {(port, "TCP") for port in values["egress"]["storePorts"]} <= allowed
     store_rule = next(rule for rule in egress if rule.get("to") == values["egress"]["storeTo"])
     assert [p["port"] for p in store_rule["ports"]] == values["egress"]["storePorts"]
+
+
+def test_tracing_is_off_by_default_and_reaches_only_the_ingestion_pods_when_on(
+    rendered: dict[str, Rendered],
+) -> None:
+    for scenario, r in rendered.items():
+        extra = {e["name"] for e in scenario_values(scenario).get("extraEnv", [])}
+        for name, spec in r.pod_specs():
+            for container in spec["containers"]:
+                names = [e["name"] for e in container.get("env", [])]
+                traced = scenario == "everything" and name == f"{RELEASE}-uptake-ingest"
+                assert ("UPTAKE_TRACING" in names) is traced, (scenario, name)
+                if not traced:
+                    assert {n for n in names if n.startswith("OTEL_")} <= extra, (scenario, name)
+    tracing = scenario_values("everything")["tracing"]
+    deployment = rendered["everything"].one("Deployment", f"{RELEASE}-uptake-ingest")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert env["UPTAKE_TRACING"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == tracing["endpoint"]
+    assert env["OTEL_SERVICE_NAME"] == tracing["serviceName"]
+    assert env["OTEL_TRACES_SAMPLER"] == tracing["sampler"]
+    assert float(env["OTEL_TRACES_SAMPLER_ARG"]) == tracing["samplerArg"]
+    attributes = dict(a.split("=", 1) for a in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attributes == {
+        "k8s.namespace.name": NAMESPACE,
+        "k8s.pod.name": "$(K8S_POD_NAME)",
+        **tracing["resourceAttributes"],
+    }
+    # Kubernetes expands $(K8S_POD_NAME) only from a variable defined before it.
+    names = [e["name"] for e in container["env"]]
+    assert names.index("K8S_POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+    (pod_name,) = [e for e in container["env"] if e["name"] == "K8S_POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

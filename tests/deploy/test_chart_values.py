@@ -39,6 +39,11 @@ config:
   minGroupSize: 2
 serviceMonitor:
   interval: often
+tracing:
+  sampler: sometimes
+  samplerArg: 2
+  resourceAttributes:
+    team: a,b
 """,
     )
     result = template(helm, "-f", bad)
@@ -52,6 +57,9 @@ serviceMonitor:
         "'/config/logLevel'",
         "'/config/minGroupSize': minimum: got 2, want 3",
         "'/serviceMonitor/interval': 'often' does not match pattern",
+        "'/tracing/sampler'",
+        "'/tracing/samplerArg': maximum: got 2, want 1",
+        "'/tracing/resourceAttributes/team': 'a,b' does not match pattern",
     ):
         assert expected in error, f"{expected!r} missing from:\n{error}"
 
@@ -83,8 +91,20 @@ serviceMonitor:
             "ingest: {autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 3}}",
             "ingest.autoscaling.minReplicas (5) must not exceed ingest.autoscaling.maxReplicas (3)",
         ),
+        (
+            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\n"
+            "tracing: {enabled: true}",
+            "tracing.endpoint is required when tracing.enabled",
+        ),
     ],
-    ids=["no-dsn", "no-pseudonym-key", "password-in-dsn", "grace-too-short", "hpa-min-over-max"],
+    ids=[
+        "no-dsn",
+        "no-pseudonym-key",
+        "password-in-dsn",
+        "grace-too-short",
+        "hpa-min-over-max",
+        "tracing-without-endpoint",
+    ],
 )
 def test_missing_or_inconsistent_values_fail_with_a_clear_message(
     helm: str, tmp_path: Path, values: str, message: str

@@ -164,7 +164,7 @@ def test_stack_has_every_part(compose: dict[str, Any]) -> None:
     }  # fmt: skip
     for name, role in ROLES.items():
         assert services(compose)[name]["command"] == [role]
-    assert services(compose)["simulator"]["command"] == ["simulate"]
+    assert services(compose)["simulator"]["command"][0] == "simulate"
     ingest_env = services(compose)["uptake-ingest"]["environment"]
     assert ingest_env["UPTAKE_KPI_ENABLED"] == "false"
 
@@ -232,7 +232,8 @@ def test_ports_are_local_unique_and_match_what_listens(compose: dict[str, Any]) 
 def test_addresses_point_at_services_that_listen_there(compose: dict[str, Any]) -> None:
     all_services = services(compose)
     ingest = all_services["uptake-ingest"]
-    host, _, port = all_services["simulator"]["environment"]["UPTAKE_TARGET"].rpartition(":")
+    command = all_services["simulator"]["command"]
+    host, _, port = command[command.index("--target") + 1].rpartition(":")
     assert (host, int(port)) == ("uptake-ingest", listen_port(ingest, "UPTAKE_GRPC_LISTEN"))
     clickhouse = all_services["clickhouse"]["environment"]
     for name in ROLES:

@@ -142,6 +142,37 @@ Environment, volumes and mounts shared by every role; call with
 {{- end }}
 {{- end }}
 
+{{/*
+OpenTelemetry trace export of the ingestion pods, when tracing.enabled. Kubernetes
+expands $(K8S_POD_NAME) in OTEL_RESOURCE_ATTRIBUTES from the variable defined before it.
+*/}}
+{{- define "uptake.tracingEnv" -}}
+{{- $t := .Values.tracing }}
+{{- if $t.enabled }}
+{{- $endpoint := required "tracing.endpoint is required when tracing.enabled: the OTLP/gRPC URL of a collector, e.g. http://otel-collector.observability.svc:4317" $t.endpoint }}
+{{- $attributes := list (printf "k8s.namespace.name=%s" .Release.Namespace) "k8s.pod.name=$(K8S_POD_NAME)" }}
+{{- range $key, $value := $t.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: UPTAKE_TRACING
+  value: otlp
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $endpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $t.serviceName | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | toString | quote }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "uptake.volumes" -}}
 - name: tmp
   emptyDir:
