@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,9 +11,9 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.servers import ServerProcess, free_port, health_status, stored_events
+from tests.support.servers import ServerProcess, free_port, stored_events
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 
 
@@ -47,15 +48,23 @@ def test_events_survive_a_restart_on_the_same_data_directory(tmp_path: Path) -> 
 
 
 def test_health_turns_not_serving_during_shutdown_and_exit_is_clean(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path / "var", extra_args=["--shutdown-delay-seconds", "2"]) as server:
-        assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
+    with ServerProcess(tmp_path / "var", extra_args=["--shutdown-delay-seconds", "3"]) as server:
         assert server.process is not None
-        server.process.send_signal(signal.SIGTERM)
-        seen = set()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and server.process.poll() is None:
-            seen.add(health_status(server.target, service="uptake.v1.IngestService", timeout=0.5))
-            time.sleep(0.05)
+        # One channel, connected before the signal: a new connection per probe can
+        # take longer than the shutdown delay on a busy machine.
+        with grpc.insecure_channel(server.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="uptake.v1.IngestService")
+            assert (
+                health.Check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            )
+            server.process.send_signal(signal.SIGTERM)
+            seen = set()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and server.process.poll() is None:
+                with contextlib.suppress(grpc.RpcError):
+                    seen.add(health.Check(request, timeout=1).status)
+                time.sleep(0.05)
         assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
         assert server.stop() == 0
     assert "uptake-server: stopped" in server.output()

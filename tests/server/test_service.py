@@ -170,7 +170,9 @@ def test_health_and_reflection(service: Service) -> None:
 class DownStore:
     """A store that is unreachable: what an outage looks like to the committer."""
 
-    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
+    def insert(
+        self, events: EventColumns, failed: FailedColumns, *, lookup: list[bytes] | None = None
+    ) -> set[bytes]:
         raise StoreUnavailable("ClickHouse is unreachable", retry_after_seconds=2.5)
 
 

@@ -118,11 +118,15 @@ class SlowStore:
         self.inner = inner
         self.delay = delay
         self.inserts = 0
+        self.lookups: list[list[bytes] | None] = []
 
-    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
+    def insert(
+        self, events: EventColumns, failed: FailedColumns, *, lookup: list[bytes] | None = None
+    ) -> set[bytes]:
         self.inserts += 1
+        self.lookups.append(lookup)
         time.sleep(self.delay)
-        return self.inner.insert(events, failed)
+        return self.inner.insert(events, failed, lookup=lookup)
 
 
 def committer_for(
@@ -191,7 +195,6 @@ def test_failed_events_are_stored(store: ClickHouseStore) -> None:
     ]
 
 
-
 CRASHING_WRITER = """
 import os, sys, time
 from tests.server.test_store import make_events
@@ -251,3 +254,19 @@ def test_after_a_crash_the_duplicate_filter_is_rebuilt(tmp_path: Path) -> None:
         assert reopened.recover() == 0
     finally:
         reopened.close()
+
+
+def test_first_sends_skip_the_lookup_and_resends_are_still_caught(store: ClickHouseStore) -> None:
+    slow = SlowStore(store, 0.0)
+    committer = committer_for(slow, max_rows=100_000, max_delay=0.0, max_pending=1_000_000)
+    try:
+        first = make_events(10)
+        assert committer.submit(first, FailedColumns(), first_send=True).result(30).stored == 10
+        assert slow.lookups == [[]]  # nothing looked up for a first send
+        resent = make_events(10, ids=first.event_id)
+        result = committer.submit(resent, FailedColumns()).result(30)
+        assert (result.stored, result.duplicates) == (0, 10)
+        assert slow.lookups[-1] is None  # a possible resend: every id looked up
+    finally:
+        committer.close()
+    assert count(store) == 10

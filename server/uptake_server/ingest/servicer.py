@@ -108,7 +108,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 validating.set_attribute(attr.REJECTION_CODES, codes)
         commit = CommitResult(0, 0)
         if len(result.events) or len(result.failed):
-            commit = self._commit(result.events, result.failed, request.batch_id)
+            commit = self._commit(
+                result.events, result.failed, request.batch_id, first_send=request.attempt == 1
+            )
         for rejection in result.rejections:
             self._metrics.rejections.labels(reason=rejection.code).inc()
         self._metrics.events.labels(outcome="accepted").inc(commit.stored)
@@ -123,13 +125,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             ],
         )
 
-    def _commit(self, events: EventColumns, failed: FailedColumns, batch_id: str) -> CommitResult:
+    def _commit(
+        self, events: EventColumns, failed: FailedColumns, batch_id: str, *, first_send: bool
+    ) -> CommitResult:
         try:
             rows = {attr.COMMIT_ROWS: len(events) + len(failed)}
             with span(self._tracer, "uptake.commit", attributes=rows) as committing:
                 context = committing.get_span_context()
                 future = self._committer.submit(
-                    events, failed, trace=context if context.is_valid else None
+                    events,
+                    failed,
+                    trace=context if context.is_valid else None,
+                    first_send=first_send,
                 )
                 result = future.result(timeout=COMMIT_TIMEOUT_SECONDS)
                 if result.insert_span is not None:

@@ -192,10 +192,18 @@ class ClickHouseStore:
             found.update(row[0] for row in rows)
         return found
 
-    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
+    def insert(
+        self,
+        events: EventColumns,
+        failed: FailedColumns,
+        *,
+        lookup: Sequence[bytes] | None = None,
+    ) -> set[bytes]:
         """Store failed events and the events not stored before; return the ids stored before.
 
-        An id repeated within `events` is stored once, at its first occurrence.
+        An id repeated within `events` is stored once, at its first occurrence. Only
+        the ids in `lookup` are looked up among stored events (None: every id);
+        clients mark first sends, whose ids cannot be stored yet.
         """
         already: set[bytes] = set()
         if len(events):
@@ -205,7 +213,7 @@ class ClickHouseStore:
                 if event_id not in seen:
                     seen.add(event_id)
                     keep.append(index)
-            already = self.existing_ids(list(seen))
+            already = self.existing_ids(list(seen) if lookup is None else list(set(lookup)))
             if already or len(keep) != len(events):
                 events = events.select([i for i in keep if events.event_id[i] not in already])
         if len(events):

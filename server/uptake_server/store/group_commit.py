@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 class Inserter(Protocol):
     """What the committer needs of a store."""
 
-    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
-        """Store the rows; return the event ids that were stored before."""
+    def insert(
+        self, events: EventColumns, failed: FailedColumns, *, lookup: list[bytes] | None = None
+    ) -> set[bytes]:
+        """Store the rows; return the event ids that were stored before.
+
+        Only the ids in `lookup` are checked against stored events (None: all).
+        """
         ...
 
 
@@ -52,6 +57,7 @@ class _Pending:
     failed: FailedColumns
     future: Future[CommitResult] = field(default_factory=Future)
     trace: SpanContext | None = None
+    first_send: bool = False
 
 
 class GroupCommitter:
@@ -84,14 +90,21 @@ class GroupCommitter:
         self._thread.start()
 
     def submit(
-        self, events: EventColumns, failed: FailedColumns, *, trace: SpanContext | None = None
+        self,
+        events: EventColumns,
+        failed: FailedColumns,
+        *,
+        trace: SpanContext | None = None,
+        first_send: bool = False,
     ) -> Future[CommitResult]:
         """Queue rows for the next insert; raise StoreOverloaded when over the bound.
 
         `trace` is the submitting request's span: the insert span links to it.
+        `first_send` says the client sends these events for the first time, so the
+        store need not look them up among the events it holds.
         """
         rows = len(events) + len(failed)
-        item = _Pending(events, failed, trace=trace)
+        item = _Pending(events, failed, trace=trace, first_send=first_send)
         with self._cond:
             if self._closing:
                 raise StoreUnavailable("the server is shutting down", retry_after_seconds=1.0)
@@ -152,7 +165,7 @@ class GroupCommitter:
         )
         try:
             with traced as span:
-                already = self._store.insert(events, failed)
+                already = self._store.insert(events, failed, lookup=_lookup(batch))
                 span.set_attribute(attr.INSERT_DUPLICATES, len(already))
         except BaseException as exc:
             for item in batch:
@@ -184,3 +197,10 @@ class GroupCommitter:
             item.future.set_result(
                 CommitResult(len(item.events) - duplicates, duplicates, insert_span=insert)
             )
+
+
+def _lookup(batch: list[_Pending]) -> list[bytes] | None:
+    """Return the ids to look up among stored events (None: all of them)."""
+    if not any(item.first_send for item in batch):
+        return None
+    return [i for item in batch if not item.first_send for i in item.events.event_id]

@@ -19,8 +19,13 @@ class EventStore(Protocol):
         """Repair what an unclean shutdown may have left half-written; return ids checked."""
         ...
 
-    def insert(self, events: EventColumns, failed: FailedColumns) -> set[bytes]:
-        """Store the rows (events once per id); return the event ids stored before."""
+    def insert(
+        self, events: EventColumns, failed: FailedColumns, *, lookup: list[bytes] | None = None
+    ) -> set[bytes]:
+        """Store the rows (events once per id); return the event ids stored before.
+
+        Only the ids in `lookup` are checked against stored events (None: all).
+        """
         ...
 
     def describe(self) -> str:
