@@ -155,12 +155,13 @@ ORDER BY month
 
 # The view bodies, shared with the backfill so both aggregate alike. {where} is
 # empty in the views and a month filter in the backfill.
-KPI_USER_HOURS_SELECT = """SELECT tool, toStartOfHour(occurred_at) AS hour, user_id, org_unit, action,
-       feature, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
+KPI_USER_HOURS_SELECT = """SELECT tool, toStartOfHour(occurred_at) AS hour, user_id, org_unit,
+       action, feature, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
        toUInt64(count()) AS events
 FROM events {where}
 GROUP BY tool, hour, user_id, org_unit, action, feature"""
-KPI_USER_DAYS_SELECT = """SELECT DISTINCT tool, toDate(occurred_at) AS day, user_id, org_unit, action
+KPI_USER_DAYS_SELECT = """SELECT DISTINCT tool, toDate(occurred_at) AS day, user_id, org_unit,
+       action
 FROM events {where}"""
 KPI_FIRST_SEEN_SELECT = """SELECT tool, user_id, action, min(occurred_at) AS first_at
 FROM events {where}

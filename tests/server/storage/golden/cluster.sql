@@ -130,14 +130,15 @@ CREATE TABLE IF NOT EXISTS kpi_backfill ON CLUSTER 'uptake' AS kpi_backfill_loca
 ENGINE = Distributed('uptake', 'uptake', 'kpi_backfill_local', rand());
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS kpi_user_hours_mv ON CLUSTER 'uptake' TO kpi_user_hours_local AS
-SELECT tool, toStartOfHour(occurred_at) AS hour, user_id, org_unit, action,
-       feature, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
+SELECT tool, toStartOfHour(occurred_at) AS hour, user_id, org_unit,
+       action, feature, min(occurred_at) AS first_at, max(occurred_at) AS last_at,
        toUInt64(count()) AS events
 FROM events_local 
 GROUP BY tool, hour, user_id, org_unit, action, feature;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS kpi_user_days_mv ON CLUSTER 'uptake' TO kpi_user_days_local AS
-SELECT DISTINCT tool, toDate(occurred_at) AS day, user_id, org_unit, action
+SELECT DISTINCT tool, toDate(occurred_at) AS day, user_id, org_unit,
+       action
 FROM events_local;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS kpi_first_seen_mv ON CLUSTER 'uptake' TO kpi_first_seen_local AS
