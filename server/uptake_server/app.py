@@ -11,7 +11,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from uptake.v1 import ingest_pb2, ingest_pb2_grpc
+from uptake.v1 import activity_pb2, activity_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from uptake_server.activities.servicer import ActivityServicer, activity_servicer
 from uptake_server.config import Settings
 from uptake_server.enrich.base import chain, load_enrichers
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
@@ -30,6 +31,7 @@ from uptake_server.telemetry.interceptor import RequestInterceptor
 log = logging.getLogger(__name__)
 
 INGEST_SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+ACTIVITY_SERVICE = activity_pb2.DESCRIPTOR.services_by_name["ActivityService"].full_name
 
 
 def create_server(
@@ -39,6 +41,7 @@ def create_server(
     health_servicer: health.HealthServicer,
     security: Security | None = None,
     telemetry: Telemetry | None = None,
+    activities: ActivityServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build the gRPC server with ingest, health and reflection; return it and its bound port."""
     # Outermost: refusals of the guard get a request id and a span too.
@@ -62,9 +65,12 @@ def create_server(
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if activities is not None:
+        activity_pb2_grpc.add_ActivityServiceServicer_to_server(activities, server)
     reflection.enable_server_reflection(
         (
             INGEST_SERVICE,
+            *((ACTIVITY_SERVICE,) if activities is not None else ()),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -132,6 +138,7 @@ class Service:
                 health_servicer=self.health,
                 security=self.security,
                 telemetry=self.telemetry,
+                activities=activity_servicer(settings, self.store),
             )
             self.kpi: KpiExporter | None = None
             if settings.kpi_enabled:

@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     kpis.add_argument("--tool", help="only this tool")
     kpis.add_argument("--format", choices=("table", "json"), default="table")
     _add_setting_flags(kpis)
+    from uptake_server.activities.commands import add_arguments as add_activity_arguments
+
+    for action in add_activity_arguments(commands):
+        _add_setting_flags(action)
     from uptake_server.simulate.cli import add_arguments
 
     add_arguments(commands.add_parser("simulate", help="send synthetic adoption through the SDK"))
@@ -111,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from uptake_server.simulate.cli import run
 
             return run(args)
+        if args.command == "activities":
+            from uptake_server.activities.commands import run as run_activities
+
+            return run_activities(settings, args)
         from uptake_server.inspection import show_events
 
         return show_events(

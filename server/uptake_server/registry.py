@@ -20,6 +20,16 @@ kpis:
     tool: wiki
     action: page_edit
     window: 7d
+org_units: [sales, support]      # known before their first event (for activities)
+activities:                      # docs/activities.md
+  - id: wiki-roadshow-sales
+    tool: wiki
+    kind: roadshow
+    title: Wiki roadshow at the sales offices
+    start: "2026-03-02"          # a date is the whole UTC day; or a time, e.g. 2026-03-02T09:00Z
+    end: "2026-03-04"
+    org_units: [sales]           # none: every org unit
+    link: https://intranet.example/wiki-roadshow
 ```
 """
 
@@ -28,10 +38,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from uptake_server.errors import ConfigError
 
@@ -68,11 +85,60 @@ class DeclaredKpi(_Strict):
     window: Literal["1d", "7d", "28d"] = "1d"
 
 
+def _moment(value: object) -> object:
+    # A bare date is a whole day, whether YAML parsed it or it was quoted.
+    if isinstance(value, str) and len(value.strip()) == len("2026-01-12"):
+        return dt.date.fromisoformat(value.strip())
+    return value
+
+
+Moment = Annotated[dt.datetime | dt.date, BeforeValidator(_moment)]
+ActivityKind = Literal[
+    "webinar", "training", "event", "coaching", "roadshow", "communication", "other"
+]
+ACTIVITY_KINDS: tuple[str, ...] = get_args(ActivityKind)
+
+
+def moment_ms(moment: dt.datetime | dt.date, *, end: bool) -> int:
+    """Return a date or time in ms: a date is its first ms, or with `end` its last; naive is UTC."""
+    if not isinstance(moment, dt.datetime):
+        day = moment + dt.timedelta(days=1) if end else moment
+        ms = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
+        return ms - 1 if end else ms
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    return int(aware.timestamp() * 1000)
+
+
+class ActivitySpec(_Strict):
+    """An adoption activity declared in YAML (docs/activities.md)."""
+
+    id: Slug
+    tool: Slug
+    kind: ActivityKind
+    title: str = Field(min_length=1, max_length=200)
+    start: Moment
+    end: Moment | None = None
+    org_units: tuple[str, ...] = ()
+    link: str = ""
+
+    @property
+    def start_ms(self) -> int:
+        """Return the start in ms: a date starts at 00:00 UTC."""
+        return moment_ms(self.start, end=False)
+
+    @property
+    def end_ms(self) -> int:
+        """Return the end in ms: a date ends at its last millisecond; no end: as the start."""
+        return moment_ms(self.end if self.end is not None else self.start, end=True)
+
+
 class Registry(_Strict):
-    """Every registered tool and declared KPI."""
+    """Every registered tool and declared KPI, the known org units and declared activities."""
 
     tools: dict[Slug, ToolSpec] = Field(default_factory=dict)
     kpis: tuple[DeclaredKpi, ...] = ()
+    org_units: tuple[str, ...] = ()
+    activities: tuple[ActivitySpec, ...] = ()
 
     def tool(self, tool: str) -> ToolSpec | None:
         """Return the spec of a tool, or None when it is not registered."""
@@ -115,10 +181,19 @@ def parse_registry(raw: object, *, source: str = "registry") -> Registry:
     except ValidationError as exc:
         problems = "; ".join(_describe(error, raw) for error in exc.errors())
         raise ConfigError(f"tool registry {source}: {problems}") from None
-    names = [k.name for k in registry.kpis]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"tool registry {source}: KPI names repeated: {', '.join(duplicates)}")
+    for what, names in (
+        ("KPI names", [k.name for k in registry.kpis]),
+        ("activity ids", [a.id for a in registry.activities]),
+    ):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"tool registry {source}: {what} repeated: {', '.join(duplicates)}")
+    for spec in registry.activities:
+        if spec.tool not in registry.tools:
+            raise ConfigError(
+                f"tool registry {source}: activity {spec.id!r} field tool: {spec.tool!r} is not "
+                "a tool of this registry"
+            )
     return registry
 
 
@@ -132,12 +207,17 @@ def _describe(error: object, raw: dict[str, object]) -> str:
         where = f"tool {loc[1]!r}"
         field = ".".join(loc[2:]) or "(tool)"
         return f"{where} field {field}: {message}"
-    if len(loc) >= 2 and loc[0] == "kpis":
-        kpis = raw.get("kpis")
-        name = loc[1]
-        if isinstance(kpis, list) and loc[1].isdigit() and int(loc[1]) < len(kpis):
-            entry = kpis[int(loc[1])]
-            if isinstance(entry, dict) and "name" in entry:
-                name = repr(entry["name"])
-        return f"KPI {name} field {'.'.join(loc[2:]) or '(kpi)'}: {message}"
+    for section, what, key in (("kpis", "KPI", "name"), ("activities", "activity", "id")):
+        if len(loc) >= 2 and loc[0] == section:
+            name = _entry_name(raw.get(section), loc[1], key)
+            return f"{what} {name} field {'.'.join(loc[2:]) or f'({what.lower()})'}: {message}"
     return f"field {'.'.join(loc) or '(top level)'}: {message}"
+
+
+def _entry_name(entries: object, index: str, key: str) -> str:
+    """Return the name of a list entry (its `key` value) for messages, else its index."""
+    if isinstance(entries, list) and index.isdigit() and int(index) < len(entries):
+        entry = entries[int(index)]
+        if isinstance(entry, dict) and key in entry:
+            return repr(entry[key])
+    return index

@@ -6,18 +6,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 
 from prometheus_client import CollectorRegistry
 
+from uptake_server.activities.exporter import ActivityCollector
+from uptake_server.activities.store import open_activities
 from uptake_server.config import Settings
-from uptake_server.errors import ConfigError
+from uptake_server.errors import ConfigError, StoreError
 from uptake_server.kpi.backfill import backfill
 from uptake_server.kpi.collector import KpiCollector
 from uptake_server.kpi.plugins import discover_kpis
 from uptake_server.kpi.reader import KpiReader
-from uptake_server.kpi.refresher import PrivacyLimits, Refresher
+from uptake_server.kpi.refresher import KpiSnapshot, PrivacyLimits, Refresher
 from uptake_server.registry import load_registry
 from uptake_server.security import serve_metrics
 from uptake_server.security.metrics_endpoint import MetricsServer
@@ -46,17 +49,35 @@ class KpiExporter:
         reader = KpiReader(store)
         backfill(reader)
         self.collector = KpiCollector(self.kpis)
+        self.activities = ActivityCollector(
+            store,
+            reader,
+            registry=tools,
+            min_group_size=settings.min_group_size,
+            window_days=settings.activity_window_days,
+            max_activities=settings.max_activities,
+        )
         self.refresher = Refresher(
             reader,
             kpis=self.kpis,
             registry=tools,
             limits=privacy_limits(settings),
             interval=settings.kpi_refresh_seconds,
-            on_snapshot=self.collector.publish,
+            on_snapshot=self._publish,
             on_error=self.collector.count_error,
         )
         registry.register(self.collector)
+        registry.register(self.activities)
         self._registry = registry
+
+    def _publish(self, snapshot: KpiSnapshot) -> None:
+        """Serve a new KPI snapshot, then the activity figures at the same instant."""
+        self.collector.publish(snapshot)
+        try:
+            self.activities.refresh(now=dt.datetime.fromtimestamp(snapshot.taken_at, dt.UTC))
+        except StoreError as exc:
+            self.collector.count_error()
+            log.warning("activity refresh failed (serving the previous figures): %s", exc)
 
     def start(self) -> None:
         """Start the background refresh (the first one right away)."""
@@ -66,6 +87,7 @@ class KpiExporter:
         """Stop refreshing and unregister the collector."""
         self.refresher.stop()
         self._registry.unregister(self.collector)
+        self._registry.unregister(self.activities)
 
 
 class KpiService:
@@ -79,6 +101,11 @@ class KpiService:
         self._stopped = threading.Event()
         try:
             self.store.migrate(schema_context(settings))
+            open_activities(
+                self.store,
+                registry=load_registry(settings.registry_file or None),
+                source=settings.registry_file,
+            )
             self.exporter = KpiExporter(settings, self.store, registry=self.registry)
         except BaseException:
             self.store.close()

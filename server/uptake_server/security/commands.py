@@ -9,7 +9,7 @@ import sys
 from uptake_server.config import env_name, load_settings
 from uptake_server.errors import ConfigError
 from uptake_server.security.keyfile import KeyFile
-from uptake_server.security.keys import ApiKey
+from uptake_server.security.keys import PERMISSIONS, ApiKey
 
 
 def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +34,14 @@ def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         type=float,
         help="rate limit of this key (default: the server's UPTAKE_RATE_LIMIT_EVENTS_PER_SECOND)",
     )
+    create.add_argument(
+        "--permission",
+        action="append",
+        dest="permissions",
+        choices=PERMISSIONS,
+        help="what the key may do: ingest (send events), activities (record adoption "
+        "activities); repeat for both (default: ingest)",
+    )
     listing = actions.add_parser("list", help="show the keys (ids, names, tools; never secrets)")
     listing.add_argument("--format", choices=("table", "json"), default="table")
     revoke = actions.add_parser("revoke", help="revoke a key by id (takes effect within 1 s)")
@@ -48,7 +56,10 @@ def run_key_command(args: argparse.Namespace) -> int:
     keys = KeyFile(settings.api_keys_file, setting=env_name("api_keys_file"))
     if args.keys_command == "create":
         key, entry = keys.create(
-            name=args.name, tools=args.tools, events_per_second=args.events_per_second
+            name=args.name,
+            tools=args.tools,
+            events_per_second=args.events_per_second,
+            permissions=args.permissions,
         )
         print(key)
         print(

@@ -12,13 +12,17 @@ A gRPC server interceptor. For each Ingest call, in this order:
    failed event;
 5. the key's rate limit (UNAVAILABLE + RetryInfo), and only then the service.
 
-Health and reflection stay open: probes and grpcurl carry no key.
+A key needs the ``ingest`` permission for Ingest. ActivityService calls are
+authenticated the same way and need the ``activities`` permission; the caller is
+then bound to `current_caller()` for the servicer, which applies the key's tool
+scope. Health and reflection stay open: probes and grpcurl carry no key.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -29,6 +33,7 @@ from uptake.v1 import ingest_pb2
 from uptake_server.limits import InflightLimits, Ticket
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.security.keyfile import KeyFile
+from uptake_server.security.keys import ACTIVITIES, INGEST, PERMISSIONS
 from uptake_server.security.ratelimit import RateLimiter
 from uptake_server.security.status import (
     Refusal,
@@ -42,6 +47,7 @@ from uptake_server.security.wire import diagnose
 log = logging.getLogger(__name__)
 
 INGEST_METHOD = "/uptake.v1.IngestService/Ingest"
+ACTIVITY_METHODS = "/uptake.v1.ActivityService/"
 MISSING_KEY = "this server requires an API key: send the call metadata authorization: Bearer <key>"
 # One answer for a malformed, unknown, revoked or wrong key: it tells a guesser nothing.
 INVALID_KEY = "the API key is not valid"
@@ -57,9 +63,20 @@ class Caller:
     key_id: str
     tools: frozenset[str] | None
     events_per_second: float | None = None
+    permissions: frozenset[str] = frozenset(PERMISSIONS)
+
+    def may_touch(self, tool: str) -> bool:
+        """Tell whether the caller's tool scope covers a tool."""
+        return self.tools is None or tool in self.tools
 
 
 OPEN_ACCESS = Caller("open-access", None)
+_CALLER: ContextVar[Caller] = ContextVar("uptake_caller", default=OPEN_ACCESS)
+
+
+def current_caller() -> Caller:
+    """Return who makes the ActivityService call being served (open access outside one)."""
+    return _CALLER.get()
 
 
 def decode_request(raw: bytes) -> ingest_pb2.IngestRequest | Refusal:
@@ -97,12 +114,16 @@ class IngestGuard(grpc.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the Ingest handler; pass every other method through."""
         handler = continuation(handler_call_details)
+        if handler is not None and handler_call_details.method.startswith(ACTIVITY_METHODS):
+            return self._activities(handler, handler_call_details)
         if handler is None or handler_call_details.method != INGEST_METHOD:
             return handler
         inner: Behavior | None = handler.unary_unary
         if inner is None:
             return handler
         caller = self._authenticate(handler_call_details.invocation_metadata)
+        if not isinstance(caller, Refusal) and INGEST not in caller.permissions:
+            caller = permission_denied("this API key may not send events (no ingest permission)")
         if isinstance(caller, Refusal):
             return self._refuse(caller, handler)
         ticket = self._limits.admit()
@@ -136,7 +157,44 @@ class IngestGuard(grpc.ServerInterceptor):
         key = self._keys.current().verify(token.strip())
         if key is None:
             return unauthenticated(INVALID_KEY)
-        return Caller(key.id, None if key.all_tools else key.tools, key.events_per_second)
+        return Caller(
+            key.id, None if key.all_tools else key.tools, key.events_per_second, key.permissions
+        )
+
+    def _activities(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Authenticate an ActivityService call and bind its caller while it is served."""
+        serve: Behavior | None = handler.unary_unary
+        if serve is None:
+            return handler
+        caller = self._authenticate(details.invocation_metadata)
+        if not isinstance(caller, Refusal) and ACTIVITIES not in caller.permissions:
+            caller = permission_denied(
+                "this API key may not record activities (no activities permission)"
+            )
+        if isinstance(caller, Refusal):
+            refusal = caller
+
+            def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+                context.abort_with_status(refusal.status)
+
+            return grpc.stream_unary_rpc_method_handler(
+                refuse, response_serializer=handler.response_serializer
+            )
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            token = _CALLER.set(caller)
+            try:
+                return serve(request, context)
+            finally:
+                _CALLER.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     def _decode(self, ticket: Ticket, raw: bytes) -> ingest_pb2.IngestRequest | Refusal:
         # Runs on gRPC's polling thread: it must never raise (gRPC would answer

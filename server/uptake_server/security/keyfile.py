@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from uptake_server.errors import ConfigError
-from uptake_server.security.keys import ApiKey, KeySet, check_tools, new_key, parse_keys
+from uptake_server.security.keys import (
+    DEFAULT_PERMISSIONS,
+    ApiKey,
+    KeySet,
+    check_permissions,
+    check_tools,
+    new_key,
+    parse_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +95,16 @@ class KeyFile:
         return parse_keys(text, source=str(self.path))
 
     def create(
-        self, *, name: str, tools: list[str], events_per_second: float | None = None
+        self,
+        *,
+        name: str,
+        tools: list[str],
+        events_per_second: float | None = None,
+        permissions: list[str] | None = None,
     ) -> tuple[str, ApiKey]:
         """Add a new key to the file (created if missing); return the key and its entry."""
         scope = check_tools(tools)
+        granted = DEFAULT_PERMISSIONS if permissions is None else check_permissions(permissions)
         if events_per_second is not None and events_per_second <= 0:
             raise ConfigError("events per second must be greater than 0")
         with self._edit() as keys:
@@ -104,6 +118,7 @@ class KeyFile:
                 sha256=digest,
                 created_at=_now(),
                 events_per_second=events_per_second,
+                permissions=granted,
             )
             keys.keys[key_id] = entry
         return key, entry

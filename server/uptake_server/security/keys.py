@@ -15,6 +15,7 @@ The file, written by ``uptake-server keys create``::
       created_at: '2026-11-01T10:00:00Z'
       revoked_at: null
       events_per_second: null    # optional; overrides the server-wide rate limit
+      permissions: [ingest]      # ingest, activities (ActivityService); absent: [ingest]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,11 @@ from uptake_server.errors import ConfigError
 
 KEY_PREFIX = "uptake"
 ALL_TOOLS = "*"
+INGEST = "ingest"
+ACTIVITIES = "activities"
+PERMISSIONS = (INGEST, ACTIVITIES)
+# Keys written before permissions existed may only send events.
+DEFAULT_PERMISSIONS = frozenset({INGEST})
 _KEY = re.compile(r"uptake_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _ID = re.compile(r"[0-9a-f]{12}")
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -53,6 +59,7 @@ class ApiKey:
     created_at: str
     revoked_at: str | None = None
     events_per_second: float | None = None
+    permissions: frozenset[str] = DEFAULT_PERMISSIONS
     digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +84,7 @@ class ApiKey:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "events_per_second": self.events_per_second,
+            "permissions": [p for p in PERMISSIONS if p in self.permissions],
         }
 
 
@@ -86,6 +94,16 @@ def new_key() -> tuple[str, str, str]:
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     key = f"{KEY_PREFIX}_{key_id}_{secret}"
     return key, key_id, hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_permissions(permissions: Sequence[str]) -> frozenset[str]:
+    """Return the permissions, or raise ConfigError naming one that does not exist."""
+    if not permissions:
+        raise ConfigError(f"a key needs at least one permission ({', '.join(PERMISSIONS)})")
+    for permission in permissions:
+        if permission not in PERMISSIONS:
+            raise ConfigError(f"unknown permission {permission!r}: use {' or '.join(PERMISSIONS)}")
+    return frozenset(permissions)
 
 
 def check_tools(tools: Sequence[str]) -> frozenset[str]:
@@ -169,18 +187,26 @@ def _parse_entry(entry: object, where: str) -> ApiKey:
             raise ConfigError(f"{where}: {name} is missing or malformed")
         return value
 
-    tools = entry.get("tools")
-    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-        raise ConfigError(f"{where}: tools must be a list of tool names")
-    try:
-        scope = check_tools(tools)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    def names(
+        name: str, what: str, check: Callable[[Sequence[str]], frozenset[str]]
+    ) -> frozenset[str]:
+        values = entry.get(name)
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}: {name} must be a list of {what} names")
+        try:
+            return check(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    scope = names("tools", "tool", check_tools)
     rate = entry.get("events_per_second")
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0
     ):
         raise ConfigError(f"{where}: events_per_second must be a number greater than 0")
+    permissions = DEFAULT_PERMISSIONS
+    if entry.get("permissions") is not None:
+        permissions = names("permissions", "permission", check_permissions)
     return ApiKey(
         id=text("id", _ID),
         name=str(entry.get("name") or ""),
@@ -190,4 +216,5 @@ def _parse_entry(entry: object, where: str) -> ApiKey:
         # A hand-edited, unquoted timestamp arrives as a datetime: keep it as text.
         revoked_at=str(entry["revoked_at"]) if entry.get("revoked_at") is not None else None,
         events_per_second=float(rate) if rate is not None else None,
+        permissions=permissions,
     )

@@ -1,11 +1,17 @@
-"""`uptake-server simulate`: send the synthetic adoption through the SDK, with a progress bar."""
+"""`uptake-server simulate`: send the synthetic adoption through the SDK, with a progress bar.
+
+The scenario's adoption activities are recorded through the server's ActivityService
+once the events are sent (one already recorded under the same id is kept).
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 import yaml
 from rich.console import Console
 from rich.progress import (
@@ -17,7 +23,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from uptake_server.simulate.model import default_scenario, generate, registry_document
+from uptake_server.simulate.model import (
+    ActivityModel,
+    default_scenario,
+    generate,
+    registry_document,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--registry-out", type=Path, help="also write a tool registry YAML for the simulated tools"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="file holding an API key (ingest and activities permissions) for a server that "
+        "requires keys",
+    )
+    parser.add_argument(
+        "--no-activities", action="store_true", help="do not record the scenario's activities"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if args.registry_out is not None:
         args.registry_out.write_text(yaml.safe_dump(registry_document(scenario, now=now)))
         console.print(f"registry written to {args.registry_out}")
-    client = uptake.Client(args.target, batch_size=1000, max_queue_size=200_000, on_full="block")
+    api_key = args.api_key_file.read_text().strip() if args.api_key_file else None
+    client = uptake.Client(
+        args.target,
+        batch_size=1000,
+        max_queue_size=200_000,
+        on_full="block",
+        api_key=api_key,
+    )
     sent = 0
     with Progress(
         TextColumn("[bold]simulating[/] {task.fields[day]}"),
@@ -79,4 +106,52 @@ def run(args: argparse.Namespace) -> int:
         f"org units over {scenario.days} days: {stats.delivered:,} delivered, "
         f"{stats.rejected:,} rejected"
     )
-    return 0 if delivered and stats.delivered == sent else 1
+    recorded = True
+    if not args.no_activities:
+        recorded = record_activities(
+            args.target, scenario.activities, now=now, api_key=api_key, console=console
+        )
+    return 0 if delivered and stats.delivered == sent and recorded else 1
+
+
+def record_activities(
+    target: str,
+    activities: Sequence[ActivityModel],
+    *,
+    now: dt.datetime,
+    api_key: str | None,
+    console: Console,
+) -> bool:
+    """Record the scenario's activities through the ActivityService; return whether all are."""
+    from uptake.v1 import activity_pb2, activity_pb2_grpc
+    from uptake_server.activities.model import Activity
+    from uptake_server.activities.wire import to_proto
+
+    metadata: tuple[tuple[str, str | bytes], ...] = (
+        (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    )
+    ok = True
+    with grpc.insecure_channel(target) as channel:
+        stub = activity_pb2_grpc.ActivityServiceStub(channel)
+        for model in activities:
+            start, end = model.span(now=now)
+            activity = Activity(
+                id=model.id,
+                tool=model.tool,
+                kind=model.kind,
+                title=model.title,
+                start_ms=int(start.timestamp() * 1000),
+                end_ms=int(end.timestamp() * 1000),
+                org_units=model.org_units,
+            )
+            request = activity_pb2.AddActivityRequest(activity=to_proto(activity))
+            try:
+                stub.AddActivity(request, metadata=metadata, timeout=30)
+                console.print(f"activity {model.id} recorded ({model.kind}, {model.tool})")
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                    console.print(f"activity {model.id} was recorded before; kept as it is")
+                    continue
+                console.print(f"activity {model.id} not recorded: {exc.details()}")
+                ok = False
+    return ok

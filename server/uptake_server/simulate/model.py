@@ -5,6 +5,10 @@ it on a day drawn from a logistic curve after go-live, up to a ceiling share of
 their org unit. One tool stalls (its ceiling is low and reached early), one org
 unit never adopts anything, and weekends are quiet. Adopters are active on a
 given day with a probability that decays slowly (some drift away).
+
+Two adoption activities: a roadshow for the stalled CRM in sales, after which a
+share of the sales people who had not adopted it do so within days (a lift), and a
+webinar for the wiki in two other units that changes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +34,36 @@ class ToolModel:
     features: tuple[str, ...]
     seats_share: float = 0.9
     target: float = 0.6
+    unit_ceilings: tuple[tuple[str, float], ...] = ()  # (org unit, ceiling) overrides
+
+    def ceiling_of(self, unit: str) -> float:
+        """Return the share of an org unit that adopts the tool."""
+        return dict(self.unit_ceilings).get(unit, self.ceiling)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityModel:
+    """An adoption activity on one day, and what it does to adoption.
+
+    `lift` is the share of the targeted units' people without the tool who adopt
+    it within three days after the activity (0: the activity changes nothing).
+    """
+
+    id: str
+    tool: str
+    kind: str
+    title: str
+    org_units: tuple[str, ...]
+    days_ago: int
+    lift: float = 0.0
+    hours: tuple[int, int] = (9, 17)
+
+    def span(self, *, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """Return when the activity began and ended (UTC)."""
+        day = now.astimezone(dt.UTC).date() - dt.timedelta(days=self.days_ago)
+        midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+        first, last = self.hours
+        return midnight + dt.timedelta(hours=first), midnight + dt.timedelta(hours=last)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +81,7 @@ class Scenario:
     daily_drift: float = 0.004
     events_per_day: tuple[int, int] = (1, 6)
     work_hours: tuple[int, int] = (7, 18)
+    activities: tuple[ActivityModel, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,10 +97,37 @@ class SimulatedEvent:
     feature: str | None
 
 
+# Measured over the 14 days before and after (docs/activities.md): they fit in the
+# history from 37 days on, and their 14 days after are over.
+DEMO_ACTIVITIES = (
+    ActivityModel(
+        id="crm-roadshow-sales",
+        tool="crm",
+        kind="roadshow",
+        title="CRM roadshow at the sales offices",
+        org_units=("sales",),
+        days_ago=18,
+        lift=0.35,
+    ),
+    ActivityModel(
+        id="wiki-webinar-tips",
+        tool="wiki",
+        kind="webinar",
+        title="Wiki tips and tricks webinar",
+        org_units=("engineering", "support"),
+        days_ago=22,
+    ),
+)
+# Days of history an activity needs: its 14 days before, the 6 days whose activity
+# the first of them counts (7-day active users), and the activity's own day.
+_HISTORY_BEFORE = 14 + 6 + 1
+
+
 def default_scenario(*, seed: int = 42, days: int = 56, users: int = 400) -> Scenario:
     """Return the demo scenario: four tools, six org units, one stall, one laggard unit."""
     longest = max(days - 2, 1)
     return Scenario(
+        activities=tuple(a for a in DEMO_ACTIVITIES if a.days_ago + _HISTORY_BEFORE <= days),
         seed=seed,
         days=days,
         users=users,
@@ -99,6 +161,7 @@ def default_scenario(*, seed: int = 42, days: int = 56, users: int = 400) -> Sce
                 go_live_days_ago=min(longest, 35),
                 ramp_days=5,
                 ceiling=0.12,
+                unit_ceilings=(("sales", 0.3),),
                 actions=("record_view", "record_edit"),
                 core_actions=("record_edit",),
                 features=("reports", "pipeline", "import"),
@@ -125,18 +188,41 @@ def generate(scenario: Scenario, *, now: dt.datetime) -> Iterator[list[Simulated
         for i in range(scenario.users)
     ]
     adoption = {
-        (tool.tool, user): _adoption_day(rnd, tool, unit == scenario.never_adopts)
+        (tool.tool, user): _adoption_day(rnd, tool, unit, unit == scenario.never_adopts)
         for tool in scenario.tools
         for user, unit in people
     }
+    _lift(scenario, people, adoption)
     today = now.astimezone(dt.UTC).date()
     for offset in range(scenario.days - 1, -1, -1):
         day = today - dt.timedelta(days=offset)
         yield sorted(_day(scenario, rnd, people, adoption, day, offset, now), key=lambda e: e.at)
 
 
-def _adoption_day(rnd: random.Random, tool: ToolModel, laggard: bool) -> float | None:
-    if laggard or rnd.random() > tool.ceiling:
+def _lift(
+    scenario: Scenario,
+    people: list[tuple[str, str]],
+    adoption: dict[tuple[str, str], float | None],
+) -> None:
+    """Make a share of each lifting activity's targeted non-adopters adopt right after it."""
+    tools = {tool.tool: tool for tool in scenario.tools}
+    for activity in scenario.activities:
+        tool = tools.get(activity.tool)
+        if tool is None or not activity.lift:
+            continue
+        # Its own stream, so the rest of the simulation draws what it drew without it.
+        rnd = random.Random(f"{scenario.seed}/{activity.id}")
+        day = tool.go_live_days_ago - activity.days_ago
+        for user, unit in people:
+            adopted = adoption[(tool.tool, user)]
+            if unit not in activity.org_units or (adopted is not None and adopted <= day):
+                continue
+            if rnd.random() < activity.lift:
+                adoption[(tool.tool, user)] = day + rnd.uniform(0.5, 3.0)
+
+
+def _adoption_day(rnd: random.Random, tool: ToolModel, unit: str, laggard: bool) -> float | None:
+    if laggard or rnd.random() > tool.ceiling_of(unit):
         return None
     # Inverse of a logistic ramp centred half-way through the ramp-up.
     u = min(max(rnd.random(), 1e-6), 1 - 1e-6)

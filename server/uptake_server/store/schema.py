@@ -173,9 +173,40 @@ KPI_VIEWS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Adoption activities (uptake_server.activities): one row per write, the newest
+# version of an id wins, a removal is a row with deleted = 1. No user_id: an
+# activity holds no pseudonym.
+ACTIVITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "String"),
+    ("version", "UInt64"),
+    ("deleted", "UInt8"),
+    ("tool", "LowCardinality(String)"),
+    ("kind", "LowCardinality(String)"),
+    ("title", "String"),
+    ("link", "String"),
+    ("org_units", "Array(String)"),
+    ("start_at", "DateTime64(3, 'UTC')"),
+    ("end_at", "DateTime64(3, 'UTC')"),
+    ("source", "LowCardinality(String)"),
+    ("recorded_at", "DateTime64(3, 'UTC')"),
+)
+
+
+def _activities(ctx: SchemaContext) -> list[str]:
+    return [
+        f"""
+CREATE TABLE IF NOT EXISTS activities (
+    {_columns(ACTIVITY_COLUMNS)}
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+    ]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "events, failed events and event ids", _events_and_failed),
     Migration(2, "KPI aggregates: user hours, user days, first seen", _kpi_aggregates),
+    Migration(3, "adoption activities", _activities),
 ]
 
 

@@ -147,3 +147,24 @@ FROM events_local
 GROUP BY tool, user_id, action;
 
 INSERT INTO kpi_backfill (month, cutoff) SELECT 0, now64(3) WHERE (SELECT count() FROM kpi_backfill WHERE month = 0) = 0;
+
+-- 3: adoption activities
+CREATE TABLE IF NOT EXISTS activities_local ON CLUSTER 'uptake' (
+    id String,
+    version UInt64,
+    deleted UInt8,
+    tool LowCardinality(String),
+    kind LowCardinality(String),
+    title String,
+    link String,
+    org_units Array(String),
+    start_at DateTime64(3, 'UTC'),
+    end_at DateTime64(3, 'UTC'),
+    source LowCardinality(String),
+    recorded_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
+ORDER BY id;
+
+CREATE TABLE IF NOT EXISTS activities ON CLUSTER 'uptake' AS activities_local
+ENGINE = Distributed('uptake', 'uptake', 'activities_local', rand());
