@@ -27,6 +27,8 @@ REQUIRED_READS = {
         "uptake_seat_utilisation_ratio",
         "tool:uptake_go_live_age:days",  # days since go-live
         "ALERTS",  # alerts firing
+        "uptake_activity_start_timestamp_seconds",  # adoption activities ...
+        "uptake_activity_uplift_ratio",  # ... and their measured effect
     },
     "Uptake / Tool drill-down": {
         "uptake_org_unit_active_users",
