@@ -167,8 +167,10 @@ class Service:
     def start(self) -> None:
         """Start serving gRPC and metrics."""
         self._metrics_http = serve_metrics(self.settings, self.registry)
-        self.server.start()
+        # Health is known before the first call is accepted: a probe never sees
+        # the default "" SERVING while the ingest service is still unknown.
         self._set_health(self.store.ping())
+        self.server.start()
         self._prober.start()
         if self.kpi is not None:
             self.kpi.start()

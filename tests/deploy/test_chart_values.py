@@ -68,37 +68,43 @@ tracing:
     ("values", "message"),
     [
         (
-            "pseudonymKey: {value: k}",
+            "pseudonymKey: {value: k}\napiKeys: {value: k}",
             "store.dsn is required: the ClickHouse HTTP(S) URL without password",
         ),
         (
-            "store: {dsn: 'http://u@ch:8123/db'}",
+            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}",
+            "apiKeys: set apiKeys.existingSecret.name (a Secret you manage) or apiKeys.value",
+        ),
+        (
+            "store: {dsn: 'http://u@ch:8123/db'}\napiKeys: {value: k}",
             "pseudonymKey: set pseudonymKey.existingSecret.name (a Secret you manage) or "
             "pseudonymKey.value",
         ),
         (
-            "store: {dsn: 'https://u:hunter2@ch:8443/db'}\npseudonymKey: {value: k}",
+            "store: {dsn: 'https://u:hunter2@ch:8443/db'}\n"
+            "pseudonymKey: {value: k}\napiKeys: {value: k}",
             "store.dsn must not contain the password",
         ),
         (
-            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\n"
+            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\napiKeys: {value: k}\n"
             "config: {shutdownDelaySeconds: 20, shutdownGraceSeconds: 15}",
             "ingest.terminationGracePeriodSeconds (30) must exceed "
             "config.shutdownDelaySeconds + config.shutdownGraceSeconds (20 + 15)",
         ),
         (
-            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\n"
+            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\napiKeys: {value: k}\n"
             "ingest: {autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 3}}",
             "ingest.autoscaling.minReplicas (5) must not exceed ingest.autoscaling.maxReplicas (3)",
         ),
         (
-            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\n"
+            "store: {dsn: 'http://u@ch:8123/db'}\npseudonymKey: {value: k}\napiKeys: {value: k}\n"
             "tracing: {enabled: true}",
             "tracing.endpoint is required when tracing.enabled",
         ),
     ],
     ids=[
         "no-dsn",
+        "no-api-keys",
         "no-pseudonym-key",
         "password-in-dsn",
         "grace-too-short",

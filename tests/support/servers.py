@@ -20,6 +20,8 @@ from uptake_server.config import load_settings
 from uptake_server.inspection import fetch_events
 
 START_TIMEOUT_SECONDS = 60.0
+# The readiness check: SERVING once the store answers.
+INGEST_SERVICE = "uptake.v1.IngestService"
 
 
 def free_port() -> int:
@@ -106,12 +108,13 @@ class ServerProcess:
             self.wait_serving()
 
     def wait_serving(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        """Wait until health is SERVING; raise with the server log if it exits or times out."""
+        """Wait until the ingest service is SERVING; raise with the log if it exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"the server exited during start:\n{self.output()}")
-            if health_status(self.target, timeout=1.0) == health_pb2.HealthCheckResponse.SERVING:
+            status = health_status(self.target, service=INGEST_SERVICE, timeout=1.0)
+            if status == health_pb2.HealthCheckResponse.SERVING:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"the server was not SERVING after {timeout} s:\n{self.output()}")

@@ -147,7 +147,8 @@ def test_a_key_over_its_rate_is_told_when_to_come_back(keys: Keys, channel: grpc
     refused = call_ingest(channel, ingest_pb2.IngestRequest(events=[event()]), key=keys.slow)
     assert refused.code == grpc.StatusCode.UNAVAILABLE
     assert refused.message == "this API key is over its rate limit of 50 events/s; retry later"
-    assert refused.retry_after is not None and 1.0 <= refused.retry_after < 1.6
+    # About a second of debt, less what the first request's commit already took.
+    assert refused.retry_after is not None and 0.5 <= refused.retry_after < 1.6
     # Other keys are not affected.
     other = call_ingest(channel, ingest_pb2.IngestRequest(events=[event()]), key=keys.wiki)
     assert other.code == grpc.StatusCode.OK

@@ -71,13 +71,16 @@ app.kubernetes.io/part-of: uptake
 {{/*
 Credentials, as JSON {"items": [{env, path, secret, key, inline, value}]}: each
 configured one becomes a file under /etc/uptake/secrets named by its env var.
-An existingSecret wins over a value given inline. The pseudonym key is
-required; rendering fails naming both ways to give it.
+An existingSecret wins over a value given inline. The pseudonym key and the
+API keys are required; rendering fails naming both ways to give each.
 */}}
 {{- define "uptake.credentials" -}}
 {{- $v := .Values }}
 {{- if not (or $v.pseudonymKey.value $v.pseudonymKey.existingSecret.name) }}
 {{- fail "pseudonymKey: set pseudonymKey.existingSecret.name (a Secret you manage) or pseudonymKey.value; the HMAC key that pseudonymises user ids is required" }}
+{{- end }}
+{{- if not (or $v.apiKeys.value $v.apiKeys.existingSecret.name) }}
+{{- fail "apiKeys: set apiKeys.existingSecret.name (a Secret you manage) or apiKeys.value; the ingestion service refuses to start without an API keys file (create keys with uptake-server keys create)" }}
 {{- end }}
 {{- $specs := list
   (dict "cfg" $v.pseudonymKey "value" $v.pseudonymKey.value "path" "pseudonym-key" "env" "UPTAKE_PSEUDONYM_KEY_FILE")
