@@ -106,14 +106,15 @@ class Counts:
 
     `user_days_*` is the sum over the period's days of that day's 7-day active users
     (the number of distinct (person, day) pairs); `people_*` the distinct people
-    counted on at least one day of the period.
+    counted on at least one day of the period; `units` the same people per org unit,
+    as (unit, people before, people after).
     """
 
     people_before: int = 0
     people_after: int = 0
     user_days_before: int = 0
     user_days_after: int = 0
-    units: tuple[str, ...] = ()
+    units: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +157,7 @@ class Effect:
     reason: str
     targeted: Group = field(default_factory=Group)
     comparison: Group = field(default_factory=Group)
-    comparison_units: tuple[str, ...] = ()
+    comparison_units: tuple[str, ...] = ()  # those with at least k people before and after
     uplift: float | None = None
 
     @property
@@ -176,11 +177,12 @@ def pending(plan: Plan, *, now: dt.datetime) -> Effect | None:
 def effect_of(plan: Plan, *, targeted: Counts, comparison: Counts, k: int) -> Effect:
     """Return the effect of a measurable activity from its groups' counts."""
     shown_targeted, shown_comparison = group(targeted, k=k), group(comparison, k=k)
-    units = comparison.units if not shown_comparison.withheld else ()
-    base = Effect(plan, WITHHELD, "", shown_targeted, shown_comparison, units)
+    # Only units with at least k people in both periods are named: naming a smaller
+    # one would tell that someone there was active.
+    units = tuple(u for u, before, after in comparison.units if min(before, after) >= k)
 
     def with_status(status: str, reason: str, uplift: float | None = None) -> Effect:
-        return Effect(plan, status, reason, base.targeted, base.comparison, units, uplift)
+        return Effect(plan, status, reason, shown_targeted, shown_comparison, units, uplift)
 
     if plan.activity.all_units:
         return with_status(NO_COMPARISON, "it targeted every org unit: nothing to compare with")

@@ -69,7 +69,8 @@ class ActivityCollector(Collector):
     def refresh(self, *, now: dt.datetime) -> int:
         """Recompute the families at `now`; return the number of activities exported."""
         everything = self._store.find()
-        shown = recent(everything, now=now, window_days=self._window_days, limit=self._max)
+        started = recent(everything, now=now, window_days=self._window_days, limit=len(everything))
+        shown = started[: self._max]
         start, uplift = _empty_families(self._window_days)
         for activity in shown:
             start.add_metric([activity.tool, activity.kind, activity.id], activity.start_ms / 1000)
@@ -78,13 +79,10 @@ class ActivityCollector(Collector):
                 uplift.add_metric([effect.activity.tool, effect.activity.id], effect.uplift)
         with self._lock:
             self._families = [start, uplift]
-        dropped = len(
-            recent(everything, now=now, window_days=self._window_days, limit=len(everything))
-        ) - len(shown)
-        if dropped:
+        if len(started) > len(shown):
             log.info(
                 "%d activities of the last %d days not exported (at most %d)",
-                dropped,
+                len(started) - len(shown),
                 self._window_days,
                 self._max,
             )

@@ -42,6 +42,8 @@ class Queryable(Protocol):
 
 def counts_query(plans: Sequence[Plan], *, registry: Registry) -> tuple[str, dict[str, Any]]:
     """Return the statement counting every plan's groups, and its parameters."""
+    # Only for the KPIs' "qualifying event" predicate and its parameters, which do not
+    # depend on the instant: the periods are fixed days.
     ctx = QueryContext(now=dt.datetime.now(dt.UTC), registry=registry)
     q = ctx.qualifying(tool="r.tool", action="r.action")
     p = [plan.periods for plan in plans]
@@ -67,9 +69,8 @@ def counts_query(plans: Sequence[Plan], *, registry: Registry) -> tuple[str, dic
     zipped = ", ".join(f"{{a_{n}:Array({t})}}" for n, t in zip(names, types, strict=True))
     columns = ", ".join(f"tupleElement(x, {i + 1}) AS {n}" for i, n in enumerate(names))
     sql = f"""
-SELECT id, grp, if(d <= b1, 'before', 'after') AS period,
-       uniqExact(user_id, d) AS user_days, uniqExact(user_id) AS people,
-       arraySort(groupUniqArray(unit)) AS units
+SELECT id, grp, if(d <= b1, 'before', 'after') AS period, unit,
+       uniqExact(user_id, d) AS user_days, uniqExact(user_id) AS people
 FROM (
     SELECT id, user_id, unit, b1, addDays(day, o) AS d,
            multiIf(length(targets) = 0 OR has(targets, unit), '{TARGETED}',
@@ -95,7 +96,7 @@ FROM (
     ARRAY JOIN range({ACTIVE_DAYS}) AS o
 )
 WHERE grp != '' AND ((d >= b0 AND d <= b1) OR (d >= a0 AND d <= a1))
-GROUP BY id, grp, period"""
+GROUP BY id, grp, period, unit"""
     return sql, parameters
 
 
@@ -103,21 +104,25 @@ def count_groups(
     store: Queryable, plans: Sequence[Plan], *, registry: Registry
 ) -> dict[str, tuple[Counts, Counts]]:
     """Return (targeted, comparison) counts per activity id of the plans."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    # Per (activity, group): totals, and per org unit the people before and after.
+    # Each person is in one unit, so the units' counts add up to the group's.
+    totals: dict[tuple[str, str], dict[str, int]] = {}
+    per_unit: dict[tuple[str, str], dict[str, list[int]]] = {}
     if plans:
         sql, parameters = counts_query(plans, registry=registry)
-        for activity_id, grp, period, user_days, people, units in store.query(sql, parameters):
-            cell = found.setdefault((activity_id, grp), {"units": set()})
-            cell[f"user_days_{period}"] = int(user_days)
-            cell[f"people_{period}"] = int(people)
-            cell["units"].update(units)
+        for activity_id, grp, period, unit, user_days, people in store.query(sql, parameters):
+            cell = totals.setdefault((activity_id, grp), {})
+            for name, value in ((f"user_days_{period}", user_days), (f"people_{period}", people)):
+                cell[name] = cell.get(name, 0) + int(value)
+            unit_people = per_unit.setdefault((activity_id, grp), {}).setdefault(unit, [0, 0])
+            unit_people[0 if period == "before" else 1] = int(people)
     out = {}
     for plan in plans:
         pair = []
         for grp in (TARGETED, COMPARISON):
-            cell = dict(found.get((plan.activity.id, grp), {}))
-            units = tuple(sorted(cell.pop("units", ())))
-            pair.append(Counts(**cell, units=units))
+            key = (plan.activity.id, grp)
+            units = tuple((u, b, a) for u, (b, a) in sorted(per_unit.get(key, {}).items()))
+            pair.append(Counts(**totals.get(key, {}), units=units))
         out[plan.activity.id] = (pair[0], pair[1])
     return out
 

@@ -169,6 +169,14 @@ def test_groups_below_the_minimum_group_size_are_withheld(empty_store: EffectSto
     assert check_against_reference(empty_store, events, [roadshow], k=3)["roadshow"].uplift
 
 
+def test_small_comparison_units_count_but_are_not_named(empty_store: EffectStore) -> None:
+    roadshow = activity("roadshow", days_ago=25, units=("north",))
+    events = history(seed=11, units={"north": 30, "south": 30, "east": 2}, days=50, rate=1.0)
+    effect = check_against_reference(empty_store, events, [roadshow])["roadshow"]
+    assert effect.comparison.people_before == 32
+    assert effect.comparison_units == ("south",)
+
+
 def test_pending_until_the_fourteen_days_after_are_over(empty_store: EffectStore) -> None:
     roadshow = activity("roadshow", days_ago=20, units=("north",), length_days=3)
     events = history(seed=9, units=UNITS, days=45)

@@ -107,11 +107,8 @@ def test_the_roadshow_shows_a_lift_and_the_webinar_none(
         assert report[name]["overlapping"] == []
     assert uplift[ROADSHOW] > MIN_LIFT
     assert abs(uplift[WEBINAR]) < MAX_NO_LIFT
-    assert report[ROADSHOW]["comparison_org_units"] == [
-        "engineering",
-        "finance",
-        "marketing",
-        "support",
-    ]
+    # Units with fewer than k CRM users still count, but are not named.
+    named = report[ROADSHOW]["comparison_org_units"]
+    assert named and set(named) <= {"engineering", "finance", "marketing", "support"}
     # Legal never adopts anything: no one of it is counted anywhere.
     assert report[WEBINAR]["comparison_org_units"] == ["finance", "marketing", "sales"]

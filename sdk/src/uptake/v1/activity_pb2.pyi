@@ -417,7 +417,9 @@ class ActivityEffect(_message.Message):
     def comparison(self) -> Global___GroupFigures: ...
     @_builtins.property
     def comparison_org_units(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The org units of the comparison group."""
+        """The org units of the comparison group with at least k people counted before
+        and after; smaller ones count in the figures but are not named.
+        """
 
     @_builtins.property
     def overlapping(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
