@@ -102,6 +102,12 @@ class Settings:
     org_unit_csv: str = _setting(
         "UPTAKE_ORG_UNIT_CSV", "", "CSV (user_id,org_unit) filling missing org units at ingest"
     )
+    activity_window_days: int = _setting(
+        "UPTAKE_ACTIVITY_WINDOW_DAYS", 90, "adoption activities exported this long after start"
+    )
+    max_activities: int = _setting(
+        "UPTAKE_MAX_ACTIVITIES", 100, "adoption activities exported at most; the oldest drop"
+    )
     store_password: str = field(
         default="",
         repr=False,
@@ -190,7 +196,8 @@ class Settings:
             _check(self, name, getattr(self, name) >= 0, "must not be negative")
         _check(self, "health_interval_seconds", self.health_interval_seconds > 0, "must be > 0")
         _check(self, "kpi_refresh_seconds", self.kpi_refresh_seconds > 0, "must be > 0")
-        for name in ("max_org_units_per_tool", "max_unregistered_tools"):
+        _check(self, "activity_window_days", self.activity_window_days >= 1, "must be at least 1")
+        for name in ("max_org_units_per_tool", "max_unregistered_tools", "max_activities"):
             _check(self, name, getattr(self, name) >= 1, "must be at least 1")
         _check(
             self,
