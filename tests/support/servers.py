@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -169,6 +170,4 @@ def stored_events(data_dir: Path, *, failed: bool = False) -> list[dict[str, Any
 
 def _epoch_ms(value: Any) -> int:
     # The store returns naive UTC datetimes.
-    from datetime import UTC
-
     return int(value.replace(tzinfo=UTC).timestamp() * 1000)
