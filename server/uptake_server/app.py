@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -15,6 +16,7 @@ from uptake.v1 import activity_pb2, activity_pb2_grpc, ingest_pb2, ingest_pb2_gr
 from uptake_server.activities.servicer import ActivityServicer, activity_servicer
 from uptake_server.config import Settings
 from uptake_server.enrich.base import chain, load_enrichers
+from uptake_server.errors import StoreError
 from uptake_server.ingest.pseudonym import Pseudonymiser, load_key
 from uptake_server.ingest.servicer import IngestServicer
 from uptake_server.ingest.validation import Limits
@@ -149,6 +151,7 @@ class Service:
                 self.telemetry.shutdown()
             raise
         self._prober = threading.Thread(target=self._probe, name="uptake-health", daemon=True)
+        self._roller = threading.Thread(target=self._roll_up, name="uptake-rollup", daemon=True)
 
     @property
     def grpc_target(self) -> str:
@@ -172,12 +175,25 @@ class Service:
         self._set_health(self.store.ping())
         self.server.start()
         self._prober.start()
+        self._roller.start()
         if self.kpi is not None:
             self.kpi.start()
 
     def _probe(self) -> None:
         while not self._stopped.wait(self.settings.health_interval_seconds):
             self._set_health(self.store.ping())
+
+    def _roll_up(self) -> None:
+        """Roll new events up into the KPI aggregates, off the acknowledgement path."""
+        interval = self.settings.rollup_interval_ms / 1000
+        while not self._stopped.wait(interval):
+            started = time.perf_counter()
+            try:
+                if self.store.roll_up():
+                    self.metrics.rollup_duration.observe(time.perf_counter() - started)
+            except StoreError as exc:
+                log.warning("KPI roll-up failed (retrying in %.1f s): %s", interval, exc)
+            self.metrics.rollup_pending.set(self.store.rollup_pending)
 
     def _set_health(self, up: bool) -> None:
         if self._stopped.is_set():
@@ -208,8 +224,9 @@ class Service:
         self.committer.close()
         if self.kpi is not None:
             self.kpi.stop()
-        if self._prober.is_alive():
-            self._prober.join()
+        for thread in (self._prober, self._roller):
+            if thread.is_alive():
+                thread.join()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

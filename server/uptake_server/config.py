@@ -74,6 +74,11 @@ class Settings:
     max_pending_events: int = _setting(
         "UPTAKE_MAX_PENDING_EVENTS", 200_000, "events waiting for the store before UNAVAILABLE"
     )
+    rollup_interval_ms: int = _setting(
+        "UPTAKE_ROLLUP_INTERVAL_MS",
+        1000,
+        "embedded store: how often new events are rolled up into the KPI aggregates",
+    )
     grpc_workers: int = _setting("UPTAKE_GRPC_WORKERS", 32, "gRPC handler threads")
     health_interval_seconds: float = _setting(
         "UPTAKE_HEALTH_INTERVAL_SECONDS", 5.0, "how often the store is probed"
@@ -182,6 +187,7 @@ class Settings:
             "commit_max_rows",
             "max_pending_events",
             "grpc_workers",
+            "rollup_interval_ms",
             "store_connect_timeout_seconds",
             "store_query_timeout_seconds",
             "aggregate_retention_days",

@@ -67,6 +67,17 @@ class ServiceMetrics:
             "Events received and waiting to be committed to the store.",
             registry=registry,
         )
+        self.rollup_duration = Histogram(
+            "uptake_store_rollup_duration_seconds",
+            "Time of one roll-up of new events into the KPI aggregates (embedded store).",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rollup_pending = Gauge(
+            "uptake_store_rollup_pending_events",
+            "Events committed and not yet rolled up into the KPI aggregates (embedded store).",
+            registry=registry,
+        )
         self.store_up = Gauge(
             "uptake_store_up",
             "1 when the last store probe succeeded, 0 when it failed.",

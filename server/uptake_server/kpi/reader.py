@@ -26,7 +26,8 @@ class KpiReader:
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Return the rows of a query."""
+        """Return the rows of a query (after rolling the aggregates up to the newest insert)."""
+        self._store.roll_up()
         client = self._store.client(ROLE)
         return list(
             self._run(
@@ -35,7 +36,8 @@ class KpiReader:
         )
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        """Run a statement that returns no rows."""
+        """Run a statement that returns no rows (after a roll-up, like `query`)."""
+        self._store.roll_up()
         client = self._store.client(ROLE)
         self._run(lambda: client.command(sql, parameters=parameters))
 

@@ -57,6 +57,7 @@ def schema_context(settings: Settings) -> SchemaContext:
         aggregate_retention_days=settings.aggregate_retention_days,
         cluster=settings.cluster,
         database=target.database,
+        rollup=target.engine == "chdb",
     )
 
 

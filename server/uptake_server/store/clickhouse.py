@@ -7,24 +7,15 @@ both directions; connect and statement timeouts; transient failures retried a
 bounded number of times.
 
 Retries are safe because every insert carries an ``insert_deduplication_token``
-derived from its rows' event ids (see `event_token`). The group committer merges
-requests, so a token per request would never match: the block that is retried is a
-merged one. The token is a hash of the block's sorted event ids, so it identifies
-exactly the events being written, in any order and at any receive time. A retry of
-the same block (ours, or clickhouse-connect's own replay after the server closed the
-connection) is dropped by the server if the first attempt was in fact committed.
-Requests retried later by SDKs are regrouped differently; the pre-insert lookup in
-``event_ids`` catches those.
+(store/tokens.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +26,14 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError,
 from uptake_server import __version__
 from uptake_server.errors import StoreError, StoreLocked, StoreUnavailable
 from uptake_server.model import EVENT_COLUMNS, FAILED_COLUMNS, EventColumns, FailedColumns
-from uptake_server.store.dsn import StoreTarget
+from uptake_server.store.dsn import StoreOptions, StoreTarget
 from uptake_server.store.lock import DirectoryLock
-from uptake_server.store.schema import SchemaContext
+from uptake_server.store.rollup import DUPLICATE_FILTER, Rollup, slice_condition
+from uptake_server.store.rollup import ROLE as ROLLUP_ROLE
+from uptake_server.store.schema import SEQ_COLUMN, SchemaContext
+from uptake_server.store.tokens import event_token, failed_token
+
+__all__ = ["ClickHouseStore", "StoreOptions", "event_token", "failed_token"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +41,10 @@ _EVENT_NAMES = [name for name, _ in EVENT_COLUMNS]
 _EVENT_TYPES = [kind for _, kind in EVENT_COLUMNS]
 _FAILED_NAMES = [name for name, _ in FAILED_COLUMNS]
 _FAILED_TYPES = [kind for _, kind in FAILED_COLUMNS]
+# The duplicate lookup. toFixedString: comparing FixedString to a plain String
+# ignores trailing zero bytes, so an id ending in 0x00 would never match.
+_IDS = "(SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
+_LOOKUP = f"SELECT event_id FROM event_ids WHERE event_id IN {_IDS}"
 # Ids per duplicate lookup: keeps each query well under max_query_size.
 _LOOKUP_CHUNK = 10_000
 # ClickHouse errors that say "not now" rather than "never": overload, timeouts,
@@ -57,36 +57,6 @@ HEALTH_ROLE = "health"
 HEALTH_TIMEOUT_SECONDS = 5
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreOptions:
-    """How the store talks to ClickHouse; the settings of the same names choose them."""
-
-    password: str | None = None
-    ca_file: str | None = None
-    connect_timeout_seconds: int = 5
-    query_timeout_seconds: int = 20
-    cluster: str = ""
-    insert_quorum: int = 0
-    async_insert: bool = False
-    insert_attempts: int = 3
-
-
-def event_token(event_ids: Iterable[bytes]) -> str:
-    """Return the deduplication token of a block of events: a hash of its sorted ids."""
-    digest = hashlib.sha256()
-    for event_id in sorted(event_ids):
-        digest.update(event_id)
-    return f"uptake-events-{digest.hexdigest()}"
-
-
-def failed_token(failed: FailedColumns) -> str:
-    """Return the deduplication token of a block of failed events: a hash of its rows."""
-    digest = hashlib.sha256()
-    for column in failed.columns():
-        digest.update(repr(column).encode())
-    return f"uptake-failed-{digest.hexdigest()}"
-
-
 class ClickHouseStore:
     """Events and failed events in ClickHouse, embedded (chDB) or on a server."""
 
@@ -96,7 +66,14 @@ class ClickHouseStore:
         self._lock: DirectoryLock | None = None
         self._clients: dict[str, Client] = {}
         self._client_guard = threading.Lock()
+        # Inserts into events, one at a time: their numbers follow commit order.
+        self._insert_lock = threading.Lock()
+        self._rollup: Rollup | None = None
         if target.engine == "chdb":
+            self._rollup = Rollup(
+                lambda sql: self.command(sql, role=ROLLUP_ROLE),
+                lambda sql: self.query(sql, role=ROLLUP_ROLE),
+            )
             path = self._path()
             path.mkdir(parents=True, exist_ok=True)
             self._lock = DirectoryLock(path)
@@ -176,16 +153,19 @@ class ClickHouseStore:
         """Return which of these event ids the store already holds."""
         client = self.client("writer")
         found: set[bytes] = set()
+        sql = _LOOKUP
+        if self._rollup is not None:
+            # Events not rolled up into the filter yet are looked up where they are.
+            with self._insert_lock:
+                self._rollup.load()
+            after = slice_condition(self._rollup.mark(DUPLICATE_FILTER))
+            sql += f" UNION ALL SELECT event_id FROM events WHERE {after} AND event_id IN {_IDS}"
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = [i.hex() for i in ids[start : start + _LOOKUP_CHUNK]]
-            # toFixedString: comparing FixedString to a plain String ignores
-            # trailing zero bytes, so an id ending in 0x00 would never match.
             rows = self._run(
                 lambda c=chunk: (
                     client.query(  # type: ignore[misc]
-                        "SELECT event_id FROM event_ids WHERE event_id IN "
-                        "(SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))",
-                        parameters={"ids": c},
+                        sql, parameters={"ids": c}
                     ).result_rows
                 )
             )
@@ -217,13 +197,7 @@ class ClickHouseStore:
             if already or len(keep) != len(events):
                 events = events.select([i for i in keep if events.event_id[i] not in already])
         if len(events):
-            self.insert_columns(
-                "events",
-                events.columns(),
-                names=_EVENT_NAMES,
-                types=_EVENT_TYPES,
-                token=event_token(events.event_id),
-            )
+            self._insert_events(events)
         if len(failed):
             self.insert_columns(
                 "failed_events",
@@ -233,6 +207,26 @@ class ClickHouseStore:
                 token=failed_token(failed),
             )
         return already
+
+    def _insert_events(self, events: EventColumns) -> None:
+        token = event_token(events.event_id)
+        rollup = self._rollup
+        if rollup is None:
+            self.insert_columns(
+                "events", events.columns(), names=_EVENT_NAMES, types=_EVENT_TYPES, token=token
+            )
+            return
+        with self._insert_lock:
+            rollup.load()
+            seq = rollup.next_seq()
+            self.insert_columns(
+                "events",
+                [*events.columns(), [seq] * len(events)],
+                names=[*_EVENT_NAMES, SEQ_COLUMN],
+                types=[*_EVENT_TYPES, "UInt64"],
+                token=token,
+            )
+            rollup.committed(seq, len(events))
 
     def insert_columns(
         self,
@@ -278,14 +272,17 @@ class ClickHouseStore:
         parameters: dict[str, Any] | None = None,
         *,
         settings: dict[str, Any] | None = None,
+        role: str = "writer",
     ) -> None:
         """Run a statement that returns no rows (DDL, mutations, INSERT ... SELECT)."""
-        client = self.client("writer")
+        client = self.client(role)
         self._run(lambda: client.command(sql, parameters=parameters, settings=settings))
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a read query on the reader client and return its rows."""
-        client = self.client("reader")
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, role: str = "reader"
+    ) -> list[tuple[Any, ...]]:
+        """Run a read query (on the reader client unless told) and return its rows."""
+        client = self.client(role)
         return list(self._run(lambda: client.query(sql, parameters=parameters).result_rows))
 
     def describe(self) -> str:
@@ -307,52 +304,48 @@ class ClickHouseStore:
         return self._lock is not None and self._lock.unclean
 
     def recover(self) -> int:
-        """After an unclean shutdown, rebuild the newest hour of the duplicate filter.
+        """Roll up what an earlier process committed and did not; return those events.
 
-        An insert writes `events` and, through a view, `event_ids` as separate parts.
-        A process killed between the two commits leaves events whose ids the filter
-        does not know (a resent batch would be stored twice) or ids without events
-        (a resent batch would be acknowledged and dropped). Rebuilding the filter
-        from the events of the last hour before the newest receive time closes both
-        windows. Returns the number of ids in the rebuilt window (0 after a clean
-        shutdown, when nothing is done).
+        The embedded store only (store/rollup.py); after an unclean shutdown this is
+        what keeps the duplicate filter and the KPI aggregates complete.
         """
-        if not self.unclean_shutdown:
+        if self._rollup is None:
             return 0
-        client = self.client("admin")
-        newest = self._run(
-            lambda: client.query(
-                "SELECT greatest((SELECT max(received_at) FROM events), "
-                "(SELECT max(received_at) FROM event_ids))"
-            ).result_rows[0][0]
-        )
-        cutoff = f"toDateTime64('{newest:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC') - INTERVAL 1 HOUR"
-        self._run(
-            lambda: client.command(
-                f"ALTER TABLE event_ids DELETE WHERE received_at >= {cutoff} "
-                "SETTINGS mutations_sync = 2"
+        with self._insert_lock:
+            self._rollup.load()
+        backlog = self._rollup.pending
+        self.roll_up()
+        if self.unclean_shutdown:
+            log.warning(
+                "the previous process stopped without closing the store; rolled up the "
+                "%d events it had committed and not rolled up",
+                backlog,
             )
-        )
-        self._run(
-            lambda: client.command(
-                "INSERT INTO event_ids (event_id, received_at) "
-                f"SELECT event_id, received_at FROM events WHERE received_at >= {cutoff}"
-            )
-        )
-        count = self._run(
-            lambda: client.query(
-                f"SELECT count() FROM event_ids WHERE received_at >= {cutoff}"
-            ).result_rows[0][0]
-        )
-        log.warning(
-            "the previous process stopped without closing the store; rebuilt the duplicate "
-            "filter for the last hour of events (%d ids)",
-            count,
-        )
-        return int(count)
+        return backlog
+
+    def roll_up(self) -> int:
+        """Bring the KPI aggregates up to the newest insert; return events rolled up.
+
+        Only the embedded store rolls up (store/rollup.py); on a server the views do.
+        """
+        if self._rollup is None:
+            return 0
+        with self._insert_lock:
+            self._rollup.load()
+        return self._rollup.run()
+
+    @property
+    def rollup_pending(self) -> int:
+        """Return the events committed by this process that wait for a roll-up."""
+        return self._rollup.pending if self._rollup is not None else 0
 
     def close(self) -> None:
-        """Close every client and release the data directory."""
+        """Roll up, close every client and release the data directory."""
+        if self._rollup is not None and self._clients:
+            try:
+                self.roll_up()
+            except StoreError as exc:  # the next start rolls up what is left
+                log.warning("the last KPI roll-up failed: %s", exc)
         with self._client_guard:
             clients, self._clients = self._clients, {}
         for role, client in clients.items():

@@ -69,3 +69,17 @@ def _redact(dsn: str) -> str:
     if parts.password:
         return dsn.replace(f":{parts.password}@", ":***@")
     return dsn
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreOptions:
+    """How the store talks to ClickHouse; the settings of the same names choose them."""
+
+    password: str | None = None
+    ca_file: str | None = None
+    connect_timeout_seconds: int = 5
+    query_timeout_seconds: int = 20
+    cluster: str = ""
+    insert_quorum: int = 0
+    async_insert: bool = False
+    insert_attempts: int = 3

@@ -76,6 +76,8 @@ def purge_user(store: ClickHouseStore, pseudonym: bytes, ctx: SchemaContext) -> 
     hex_id = pseudonym.hex()
     conditions = user_conditions(hex_id, ctx)
     report = PurgeReport(hex_id)
+    # Events not yet in the aggregates go in now, so the deletes below find them.
+    store.roll_up()
     for table, condition in conditions.items():
         count = _count(store, table, condition)
         if count:

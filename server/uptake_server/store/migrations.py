@@ -59,6 +59,9 @@ def script(ctx: SchemaContext) -> str:
         title = (
             "migrations table" if migration is None else f"{migration.version}: {migration.name}"
         )
+        if not statements:
+            parts.append(f"-- {title}: no statements for this store")
+            continue
         parts.append(f"-- {title}\n" + "\n\n".join(f"{s};" for s in statements))
     return "\n\n".join(parts) + "\n"
 
@@ -66,7 +69,9 @@ def script(ctx: SchemaContext) -> str:
 def migrate(store: ClickHouseStore, ctx: SchemaContext) -> list[str]:
     """Apply the migrations not yet recorded and converge table policies; return what changed."""
     # The DDL names the database (Distributed tables): always the store's own.
-    ctx = dataclasses.replace(ctx, database=store.target.database)
+    ctx = dataclasses.replace(
+        ctx, database=store.target.database, rollup=store.target.engine == "chdb"
+    )
     store.ensure_database(ctx)
     steps = plan(ctx)
     for migration, statements in steps:

@@ -28,6 +28,15 @@ class EventStore(Protocol):
         """
         ...
 
+    def roll_up(self) -> int:
+        """Bring derived aggregates up to the newest insert; return events rolled up."""
+        ...
+
+    @property
+    def rollup_pending(self) -> int:
+        """Return the events committed and not yet rolled up."""
+        ...
+
     def describe(self) -> str:
         """Return where the store is, fit for logs (never a password)."""
         ...

@@ -25,6 +25,8 @@ class SchemaContext:
     failed_retention_days: int = 30
     aggregate_retention_days: int = 1096
     cluster: str = ""  # non-empty: rendered for a cluster (store/cluster.py)
+    # The embedded store rolls the KPI aggregates up itself (store/rollup.py).
+    rollup: bool = False
     database: str = "default"
 
 
@@ -203,10 +205,40 @@ ORDER BY id
     ]
 
 
+# The insert number of an event row, and the marks of the roll-up (store/rollup.py).
+SEQ_COLUMN = "insert_seq"
+ROLLUP_STATE_TABLE = "kpi_rollup"
+
+
+def _writer_rollup(ctx: SchemaContext) -> list[str]:
+    # Embedded store only: the views of migrations 1 and 2 go, the writer rolls
+    # up instead (store/rollup.py).
+    if not ctx.rollup:
+        return []
+    return [
+        f"ALTER TABLE events ADD COLUMN IF NOT EXISTS {SEQ_COLUMN} UInt64 DEFAULT 0",
+        # Each insert's rows share one number, so a min-max index finds a slice
+        # in the newest parts without reading the others.
+        f"ALTER TABLE events ADD INDEX IF NOT EXISTS events_{SEQ_COLUMN} {SEQ_COLUMN} "
+        "TYPE minmax GRANULARITY 1",
+        f"""
+CREATE TABLE IF NOT EXISTS {ROLLUP_STATE_TABLE} (
+    aggregate LowCardinality(String),
+    upto UInt64,
+    done_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(done_at)
+ORDER BY aggregate
+""",
+        "DROP VIEW IF EXISTS event_ids_mv",
+        *(f"DROP VIEW IF EXISTS {table}_mv" for table, _ in KPI_VIEWS),
+    ]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "events, failed events and event ids", _events_and_failed),
     Migration(2, "KPI aggregates: user hours, user days, first seen", _kpi_aggregates),
     Migration(3, "adoption activities", _activities),
+    Migration(4, "event ids and KPI aggregates rolled up by the writer (embedded)", _writer_rollup),
 ]
 
 

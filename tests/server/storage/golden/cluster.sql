@@ -168,3 +168,5 @@ ORDER BY id;
 
 CREATE TABLE IF NOT EXISTS activities ON CLUSTER 'uptake' AS activities_local
 ENGINE = Distributed('uptake', 'uptake', 'activities_local', rand());
+
+-- 4: event ids and KPI aggregates rolled up by the writer (embedded): no statements for this store

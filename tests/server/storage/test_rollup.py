@@ -1,0 +1,127 @@
+"""Derived tables (duplicate filter, KPI aggregates): views on a server, roll-up when embedded.
+
+Whichever way a store keeps them, they must hold exactly what the views' SELECTs
+compute over every stored event: no event missed, none counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+from tests.server.storage.rows import NOW_MS
+from tests.server.test_service import event, scrape, settings_for
+from uptake_server.app import Service
+from uptake_server.model import EventColumns, FailedColumns
+from uptake_server.store import ClickHouseStore
+from uptake_server.store.schema import (
+    KPI_FIRST_SEEN_SELECT,
+    KPI_USER_DAYS_SELECT,
+    KPI_USER_HOURS_SELECT,
+)
+
+HOURS_KEY = "tool, hour, user_id, org_unit, action, feature"
+# What each table holds, merged however its parts are, next to what the view computes.
+EXPECTED_AND_STORED = {
+    "kpi_user_hours": (
+        f"SELECT * FROM ({KPI_USER_HOURS_SELECT.format(where='')}) ORDER BY {HOURS_KEY}",
+        f"SELECT {HOURS_KEY}, min(first_at), max(last_at), sum(events) FROM kpi_user_hours "
+        f"GROUP BY {HOURS_KEY} ORDER BY {HOURS_KEY}",
+    ),
+    "kpi_user_days": (
+        f"SELECT * FROM ({KPI_USER_DAYS_SELECT.format(where='')}) ORDER BY ALL",
+        "SELECT DISTINCT * FROM kpi_user_days ORDER BY ALL",
+    ),
+    "kpi_first_seen": (
+        f"SELECT * FROM ({KPI_FIRST_SEEN_SELECT.format(where='')}) ORDER BY ALL",
+        "SELECT tool, user_id, action, min(first_at) FROM kpi_first_seen "
+        "GROUP BY tool, user_id, action ORDER BY ALL",
+    ),
+    "event_ids": (
+        "SELECT event_id FROM events ORDER BY event_id",
+        "SELECT DISTINCT event_id FROM event_ids ORDER BY event_id",
+    ),
+}
+
+
+def random_events(rng: random.Random, count: int) -> EventColumns:
+    cols = EventColumns()
+    for _ in range(count):
+        cols.event_id.append(rng.randbytes(16))
+        cols.occurred_at.append(NOW_MS - rng.randrange(0, 3 * 86_400_000))
+        cols.received_at.append(NOW_MS)
+        cols.tool.append(rng.choice(["wiki", "chat"]))
+        cols.action.append(rng.choice(["page_view", "page_edit", "comment"]))
+        cols.user_id.append(rng.randrange(12).to_bytes(16, "big"))
+        cols.org_unit.append(rng.choice(["sales", "finance"]))
+        cols.feature.append(rng.choice(["", "editor"]))
+        cols.client.append("sdk-test")
+        cols.property_keys.append([])
+        cols.property_values.append([])
+    return cols
+
+
+def test_derived_tables_hold_what_the_views_compute(store: ClickHouseStore) -> None:
+    rng = random.Random(20261130)
+    for batch in range(6):
+        store.insert(random_events(rng, rng.randrange(1, 400)), FailedColumns())
+        if batch % 2:
+            store.roll_up()  # some slices rolled up alone, some two at a time
+    assert store.roll_up() >= 0
+    assert store.roll_up() == 0  # nothing new: nothing to do
+    for table, (expected, stored) in EXPECTED_AND_STORED.items():
+        assert store.query(stored) == store.query(expected), table
+
+
+def test_close_rolls_up_and_a_reopened_store_goes_on_numbering(tmp_path: Path) -> None:
+    from uptake_server.store.dsn import parse_dsn
+    from uptake_server.store.schema import SchemaContext
+
+    target = parse_dsn(f"chdb://{tmp_path / 'store'}")[0]
+    rng = random.Random(5)
+    first = ClickHouseStore(target)
+    first.migrate(SchemaContext())
+    first.insert(random_events(rng, 50), FailedColumns())
+    assert first.rollup_pending == 50
+    first.close()  # rolls up
+    second = ClickHouseStore(target)
+    try:
+        assert second.recover() == 0
+        second.insert(random_events(rng, 30), FailedColumns())
+        numbers = second.query("SELECT DISTINCT insert_seq FROM events ORDER BY insert_seq")
+        assert numbers == [(1,), (2,)]
+        assert second.roll_up() == 30
+        for table, (expected, stored) in EXPECTED_AND_STORED.items():
+            assert second.query(stored) == second.query(expected), table
+    finally:
+        second.close()
+
+
+def test_the_service_rolls_up_in_the_background(tmp_path: Path) -> None:
+    import grpc
+
+    from uptake.v1 import ingest_pb2, ingest_pb2_grpc
+
+    service = Service(settings_for(tmp_path / "var", rollup_interval_ms=50, kpi_enabled=False))
+    service.start()
+    try:
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            users = [f"user-{i}" for i in range(7)]
+            request = ingest_pb2.IngestRequest(
+                events=[event(user_id=u, event_id=os.urandom(16)) for u in users], attempt=1
+            )
+            assert stub.Ingest(request, timeout=10).accepted == len(users)
+        deadline = time.monotonic() + 10
+        # store.query does not roll up: only the background thread can fill the table.
+        while service.store.query("SELECT count() FROM kpi_first_seen")[0][0] < len(users):
+            assert time.monotonic() < deadline, "no roll-up within 10 s"
+            time.sleep(0.05)
+        while scrape(service.metrics_url)["uptake_store_rollup_pending_events{}"] != 0:
+            assert time.monotonic() < deadline, "the pending gauge stayed above 0"
+            time.sleep(0.05)
+        assert scrape(service.metrics_url)["uptake_store_rollup_duration_seconds_count{}"] >= 1
+    finally:
+        service.stop()
