@@ -63,6 +63,8 @@ class Run:
     rss_samples_mb: list[float] = field(default_factory=list)
     # Least-squares trend of RSS after the first fifth of the run (warm-up).
     rss_trend_mb_per_min: float = 0.0
+    # The largest part of RSS that is mapped files (the engine's code), not memory.
+    rss_files_max_mb: float = 0.0
 
 
 def sdk_client(
@@ -158,9 +160,11 @@ def latency_client(
     out.put(latencies)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Return a process's resident memory in MB: all of it, or one part (RssFile: mapped
+    files, mostly the engine's code; RssAnon: the process's own memory)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -170,6 +174,7 @@ class RssSampler:
 
     def __init__(self, pid: int, interval: float = 0.5) -> None:
         self.pid, self.interval, self.samples = pid, interval, [rss_mb(pid)]
+        self.files_mb = rss_mb(pid, "RssFile")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -177,6 +182,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.samples.append(rss_mb(self.pid))
+            self.files_mb = max(self.files_mb, rss_mb(self.pid, "RssFile"))
 
     def stop(self) -> list[float]:
         self._stop.set()
@@ -231,6 +237,7 @@ def end_to_end(
         rss_end_mb=round(samples[-1], 1),
         rss_samples_mb=[round(s, 1) for s in samples],
         rss_trend_mb_per_min=round(trend_per_minute(samples, sampler.interval), 2),
+        rss_files_max_mb=round(sampler.files_mb, 1),
     )
 
 
@@ -323,7 +330,17 @@ def direct_insert_rate(events: int, work: Path) -> float:
     return rate
 
 
-MATRIX = [(1, 500), (2, 500), (4, 500), (8, 500), (2, 100), (4, 2000), (2, 5000), (4, 5000)]
+MATRIX = [
+    (1, 500),
+    (2, 500),
+    (4, 500),
+    (8, 500),
+    (2, 100),
+    (4, 2000),
+    (2, 5000),
+    (4, 5000),
+    (2, 10_000),
+]
 # The issue's targets: events/s, share of the limit, latency at half rate, memory.
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.6
@@ -426,8 +443,8 @@ def main() -> None:
         ),
         (
             f"RSS <= {TARGET_RSS_MB} MB at the best rate",
-            f"{peak.rss_max_mb:.0f} MB max, trend {peak.rss_trend_mb_per_min:+.1f} MB/min "
-            f"over {peak.seconds:.0f} s",
+            f"{peak.rss_max_mb:.0f} MB max (mapped files {peak.rss_files_max_mb:.0f} MB), "
+            f"trend {peak.rss_trend_mb_per_min:+.1f} MB/min over {peak.seconds:.0f} s",
             peak.rss_max_mb <= TARGET_RSS_MB,
         ),
     ]
