@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,10 +40,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.load import ACTIONS, ORG_UNITS, latency_client, sdk_client  # noqa: E402
+from bench.memory import RssSampler, trend_per_minute  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
-
-ORG_UNITS = [f"unit-{i:02d}" for i in range(40)]
-ACTIONS = ["page_view", "page_edit", "comment", "search", "share"]
 
 
 @dataclass
@@ -65,130 +63,6 @@ class Run:
     rss_trend_mb_per_min: float = 0.0
     # The largest part of RSS that is mapped files (the engine's code), not memory.
     rss_files_max_mb: float = 0.0
-
-
-def sdk_client(
-    target: str,
-    events: int,
-    batch: int,
-    seed: int,
-    out: mp.Queue,  # type: ignore[type-arg]
-    seconds: float = 0.0,
-) -> None:
-    """Track `events` events (or, with `seconds`, as many as fit) with one SDK client.
-
-    A timed client blocks on a full queue (`on_full="block"`) instead of growing
-    it, so it runs at the rate the server acknowledges.
-    """
-    import uptake
-
-    if seconds:
-        client = uptake.Client(
-            target,
-            batch_size=batch,
-            max_queue_size=4 * batch,
-            on_full="block",
-            block_timeout=60,
-            strict=False,
-        )
-    else:
-        client = uptake.Client(target, batch_size=batch, max_queue_size=events + 1, strict=False)
-    started = time.perf_counter()
-    deadline = started + seconds
-    i = 0
-    while (i < events) if not seconds else (i % 1000 or time.perf_counter() < deadline):
-        n = seed * 1_000_003 + i
-        client.track(
-            f"user-{n % 20_000}",
-            ACTIONS[n % len(ACTIONS)],
-            tool="wiki" if n % 3 else "chat",
-            org_unit=ORG_UNITS[n % len(ORG_UNITS)],
-            feature="editor",
-        )
-        i += 1
-    delivered = client.flush(900)
-    finished = time.perf_counter()
-    stats = client.stats()
-    client.close(10)
-    out.put((started, finished, delivered, stats.delivered, time.time()))
-
-
-def latency_client(
-    target: str,
-    batch: int,
-    rate: float,
-    seconds: float,
-    out: mp.Queue,  # type: ignore[type-arg]
-) -> None:
-    """Send `batch`-event requests at `rate` events/s for `seconds`; report latencies."""
-    import grpc
-
-    from uptake.v1 import ingest_pb2, ingest_pb2_grpc
-
-    now = int(time.time() * 1000)
-    # attempt=1 marks a first send, as the SDK does: no duplicate lookup needed.
-    request = ingest_pb2.IngestRequest(
-        attempt=1,
-        events=[
-            ingest_pb2.Event(
-                event_id=os.urandom(16),
-                occurred_at_ms=now,
-                tool="wiki",
-                action=ACTIONS[i % len(ACTIONS)],
-                user_id=f"user-{i}",
-                org_unit=ORG_UNITS[i % len(ORG_UNITS)],
-            )
-            for i in range(batch)
-        ],
-    )
-    interval = batch / rate
-    latencies = []
-    with grpc.insecure_channel(target) as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
-        next_send = time.perf_counter()
-        end = next_send + seconds
-        while next_send < end:
-            delay = next_send - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            for event in request.events:
-                event.event_id = os.urandom(16)
-            started = time.perf_counter()
-            stub.Ingest(request, timeout=30)
-            latencies.append(time.perf_counter() - started)
-            next_send += interval
-    out.put(latencies)
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Return a process's resident memory in MB: all of it, or one part (RssFile: mapped
-    files, mostly the engine's code; RssAnon: the process's own memory)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class RssSampler:
-    """Sample a process's resident memory every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.pid, self.interval, self.samples = pid, interval, [rss_mb(pid)]
-        self.files_mb = rss_mb(pid, "RssFile")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.samples.append(rss_mb(self.pid))
-            self.files_mb = max(self.files_mb, rss_mb(self.pid, "RssFile"))
-
-    def stop(self) -> list[float]:
-        self._stop.set()
-        self._thread.join()
-        self.samples.append(rss_mb(self.pid))
-        return self.samples
 
 
 def end_to_end(
@@ -239,16 +113,6 @@ def end_to_end(
         rss_trend_mb_per_min=round(trend_per_minute(samples, sampler.interval), 2),
         rss_files_max_mb=round(sampler.files_mb, 1),
     )
-
-
-def trend_per_minute(samples: list[float], interval: float) -> float:
-    """Return the least-squares slope of samples taken `interval` s apart, per minute,
-    leaving out the first fifth (warm-up)."""
-    tail = samples[len(samples) // 5 :]
-    if len(tail) < 3:
-        return 0.0
-    xs = [i * interval / 60 for i in range(len(tail))]
-    return statistics.linear_regression(xs, tail).slope
 
 
 def stored_count(data_dir: Path) -> int:

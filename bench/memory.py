@@ -1,0 +1,48 @@
+"""Memory of a process as `make bench` samples it: RSS, its mapped-file share, the trend."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from pathlib import Path
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Return a process's resident memory in MB: all of it, or one part (RssFile: mapped
+    files, mostly the engine's code; RssAnon: the process's own memory)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler:
+    """Sample a process's resident memory every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval, self.samples = pid, interval, [rss_mb(pid)]
+        self.files_mb = rss_mb(pid, "RssFile")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(rss_mb(self.pid))
+            self.files_mb = max(self.files_mb, rss_mb(self.pid, "RssFile"))
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_mb(self.pid))
+        return self.samples
+
+
+def trend_per_minute(samples: list[float], interval: float) -> float:
+    """Return the least-squares slope of samples taken `interval` s apart, per minute,
+    leaving out the first fifth (warm-up)."""
+    tail = samples[len(samples) // 5 :]
+    if len(tail) < 3:
+        return 0.0
+    xs = [i * interval / 60 for i in range(len(tail))]
+    return statistics.linear_regression(xs, tail).slope
