@@ -77,7 +77,7 @@ class Settings:
     rollup_interval_ms: int = _setting(
         "UPTAKE_ROLLUP_INTERVAL_MS",
         1000,
-        "embedded store: how often new events are rolled up into the KPI aggregates",
+        "embedded store: how often new events are rolled up into the derived tables",
     )
     grpc_workers: int = _setting("UPTAKE_GRPC_WORKERS", 32, "gRPC handler threads")
     health_interval_seconds: float = _setting(
