@@ -154,11 +154,10 @@ class ClickHouseStore:
         client = self.client("writer")
         found: set[bytes] = set()
         sql = _LOOKUP
-        if self._rollup is not None:
+        rollup = self._loaded_rollup()
+        if rollup is not None:
             # Events not rolled up into the filter yet are looked up where they are.
-            with self._insert_lock:
-                self._rollup.load()
-            after = slice_condition(self._rollup.mark(DUPLICATE_FILTER))
+            after = slice_condition(rollup.mark(DUPLICATE_FILTER))
             sql += f" UNION ALL SELECT event_id FROM events WHERE {after} AND event_id IN {_IDS}"
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = [i.hex() for i in ids[start : start + _LOOKUP_CHUNK]]
@@ -309,12 +308,11 @@ class ClickHouseStore:
         The embedded store only (store/rollup.py); after an unclean shutdown this is
         what keeps the duplicate filter and the KPI aggregates complete.
         """
-        if self._rollup is None:
+        rollup = self._loaded_rollup()
+        if rollup is None:
             return 0
-        with self._insert_lock:
-            self._rollup.load()
-        backlog = self._rollup.pending
-        self.roll_up()
+        backlog = rollup.pending
+        rollup.run()
         if self.unclean_shutdown:
             log.warning(
                 "the previous process stopped without closing the store; rolled up the "
@@ -328,11 +326,15 @@ class ClickHouseStore:
 
         Only the embedded store rolls up (store/rollup.py); on a server the views do.
         """
-        if self._rollup is None:
-            return 0
-        with self._insert_lock:
-            self._rollup.load()
-        return self._rollup.run()
+        rollup = self._loaded_rollup()
+        return rollup.run() if rollup is not None else 0
+
+    def _loaded_rollup(self) -> Rollup | None:
+        """Return the embedded store's roll-up, its state read (None on a server)."""
+        if self._rollup is not None:
+            with self._insert_lock:  # the newest number is read while no insert runs
+                self._rollup.load()
+        return self._rollup
 
     @property
     def rollup_pending(self) -> int:
