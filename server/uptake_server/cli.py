@@ -160,7 +160,9 @@ def _serve(settings: Settings, *, kpi_only: bool = False) -> int:
     try:
         service.start()
         _announce(service)
-        while not stop.wait(3600):
+        # A short wait, not one long one: a signal the kernel hands to another thread
+        # runs its Python handler only once the main thread wakes up.
+        while not stop.wait(0.5):
             pass
         _say(settings, "stopping (draining in-flight requests)")
     finally:
