@@ -184,7 +184,7 @@ class Service:
             self._set_health(self.store.ping())
 
     def _roll_up(self) -> None:
-        """Roll new events up into the KPI aggregates, off the acknowledgement path."""
+        """Roll new events up into the derived tables, off the acknowledgement path."""
         interval = self.settings.rollup_interval_ms / 1000
         while not self._stopped.wait(interval):
             started = time.perf_counter()
@@ -192,7 +192,7 @@ class Service:
                 if self.store.roll_up():
                     self.metrics.rollup_duration.observe(time.perf_counter() - started)
             except StoreError as exc:
-                log.warning("KPI roll-up failed (retrying in %.1f s): %s", interval, exc)
+                log.warning("roll-up failed (retrying in %.1f s): %s", interval, exc)
             self.metrics.rollup_pending.set(self.store.rollup_pending)
 
     def _set_health(self, up: bool) -> None:

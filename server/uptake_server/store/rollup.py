@@ -34,17 +34,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from uptake_server.store.schema import KPI_VIEWS, ROLLUP_STATE_TABLE, SEQ_COLUMN
+from uptake_server.store.schema import DERIVED_TABLES, ROLLUP_STATE_TABLE, SEQ_COLUMN
 
 log = logging.getLogger(__name__)
 
 ROLE = "rollup"
 DUPLICATE_FILTER = "event_ids"
 # Every table the roll-up feeds, with the SELECT over a slice of events ({where}).
-TABLES: tuple[tuple[str, str], ...] = (
-    (DUPLICATE_FILTER, "SELECT event_id, received_at FROM events {where}"),
-    *KPI_VIEWS,
-)
+TABLES = DERIVED_TABLES
 
 Command = Callable[[str], None]
 Query = Callable[[str], list[tuple[Any, ...]]]

@@ -83,9 +83,9 @@ CREATE TABLE IF NOT EXISTS event_ids (
 ORDER BY event_id
 TTL toDateTime(received_at) + INTERVAL {DEDUP_WINDOW_DAYS} DAY
 """,
-        """
+        f"""
 CREATE MATERIALIZED VIEW IF NOT EXISTS event_ids_mv TO event_ids AS
-SELECT event_id, received_at FROM events
+{EVENT_IDS_SELECT.format(where="")}
 """,
     ]
 
@@ -173,6 +173,11 @@ KPI_VIEWS: tuple[tuple[str, str], ...] = (
     ("kpi_user_days", KPI_USER_DAYS_SELECT),
     ("kpi_first_seen", KPI_FIRST_SEEN_SELECT),
 )
+# The duplicate filter's view body, shared with the embedded store's roll-up.
+EVENT_IDS_SELECT = "SELECT event_id, received_at FROM events {where}"
+# Every table derived from events, with the SELECT that derives it: views on a
+# server, the roll-up in the embedded store (store/rollup.py).
+DERIVED_TABLES: tuple[tuple[str, str], ...] = (("event_ids", EVENT_IDS_SELECT), *KPI_VIEWS)
 
 
 # Adoption activities (uptake_server.activities): one row per write, the newest
@@ -229,8 +234,7 @@ CREATE TABLE IF NOT EXISTS {ROLLUP_STATE_TABLE} (
 ) ENGINE = ReplacingMergeTree(done_at)
 ORDER BY aggregate
 """,
-        "DROP VIEW IF EXISTS event_ids_mv",
-        *(f"DROP VIEW IF EXISTS {table}_mv" for table, _ in KPI_VIEWS),
+        *(f"DROP VIEW IF EXISTS {table}_mv" for table, _ in DERIVED_TABLES),
     ]
 
 
