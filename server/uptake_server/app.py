@@ -178,6 +178,13 @@ class Service:
         self._roller.start()
         if self.kpi is not None:
             self.kpi.start()
+        try:
+            released = self.store.trim_memory(code=True)
+        except StoreError as exc:
+            log.warning("giving the engine's unused memory back failed: %s", exc)
+        else:
+            if released:
+                log.info("released %.0f MB of the store engine's start-up code", released / 2**20)
 
     def _probe(self) -> None:
         while not self._stopped.wait(self.settings.health_interval_seconds):
@@ -191,6 +198,8 @@ class Service:
             try:
                 if self.store.roll_up():
                     self.metrics.rollup_duration.observe(time.perf_counter() - started)
+                # What the engine's inserts, merges and queries freed goes back now.
+                self.store.trim_memory()
             except StoreError as exc:
                 log.warning("roll-up failed (retrying in %.1f s): %s", interval, exc)
             self.metrics.rollup_pending.set(self.store.rollup_pending)

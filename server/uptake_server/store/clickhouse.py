@@ -1,13 +1,10 @@
 """The event store, implemented once on clickhouse-connect for chDB and ClickHouse servers.
 
 One client per role (admin, writer, reader, health, ...), never an auto-generated session id
-(sessions would serialise a role's calls and pin them to one server); column-oriented
-inserts with the column types given, so no DESCRIBE per insert; compressed HTTP in
-both directions; connect and statement timeouts; transient failures retried a
-bounded number of times.
-
-Retries are safe because every insert carries an ``insert_deduplication_token``
-(store/tokens.py).
+(sessions would serialise a role's calls and pin them to one server); column-oriented inserts
+with the column types given (no DESCRIBE per insert); compressed HTTP both ways; connect and
+statement timeouts; transient failures retried a bounded number of times, safely: every
+insert carries an ``insert_deduplication_token`` (store/tokens.py).
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from uptake_server.errors import StoreError, StoreLocked, StoreUnavailable
 from uptake_server.model import EVENT_COLUMNS, FAILED_COLUMNS, EventColumns, FailedColumns
 from uptake_server.store.dsn import StoreOptions, StoreTarget
 from uptake_server.store.lock import DirectoryLock
+from uptake_server.store.memory import PURGE_SQL, engine_library_dir, release_code_pages
 from uptake_server.store.rollup import DUPLICATE_FILTER, Rollup, slice_condition
 from uptake_server.store.rollup import ROLE as ROLLUP_ROLE
 from uptake_server.store.schema import SEQ_COLUMN, SchemaContext
@@ -328,6 +326,13 @@ class ClickHouseStore:
         """
         rollup = self._loaded_rollup()
         return rollup.run() if rollup is not None else 0
+
+    def trim_memory(self, *, code: bool = False) -> int:
+        """Give back what the embedded engine holds unused; see store/memory.py."""
+        if self.target.engine != "chdb":
+            return 0
+        self.command(PURGE_SQL, role=ROLLUP_ROLE)
+        return release_code_pages(engine_library_dir()) if code else 0
 
     def _loaded_rollup(self) -> Rollup | None:
         """Return the embedded store's roll-up, its state read (None on a server)."""

@@ -16,7 +16,7 @@ class EventStore(Protocol):
         ...
 
     def recover(self) -> int:
-        """Repair what an unclean shutdown may have left half-written; return ids checked."""
+        """Finish what an earlier process committed and did not roll up; return its events."""
         ...
 
     def insert(
@@ -35,6 +35,11 @@ class EventStore(Protocol):
     @property
     def rollup_pending(self) -> int:
         """Return the events committed and not yet rolled up."""
+        ...
+
+    def trim_memory(self, *, code: bool = False) -> int:
+        """Give back memory the store's engine holds without using it (freed pages; with
+        `code`, its start-up code pages too); return the code bytes released."""
         ...
 
     def describe(self) -> str:

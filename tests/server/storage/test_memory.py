@@ -1,0 +1,111 @@
+"""The embedded engine gives back the memory it holds without using it (store/memory.py).
+
+Measured in a fresh process on a private copy of the engine's package: the kernel
+reclaims only pages no other process maps, and the test process (like the HTTP
+fixture) has the engine's library loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.support.clickhouse_http import ClickHouseHTTP
+from uptake_server.store import ClickHouseStore
+from uptake_server.store.dsn import parse_dsn
+
+MB = 2**20
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    from uptake_server.store import ClickHouseStore, SchemaContext
+    from uptake_server.store.dsn import parse_dsn
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    def private_code():
+        # Pages of the engine's library no other process maps: the ones it can reclaim.
+        total, ours = 0, False
+        for line in open("/proc/self/smaps"):
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                ours = len(fields) > 5 and "/chdb/" in fields[5] and "w" not in fields[1]
+            elif ours and fields[0] in ("Private_Clean:", "Private_Dirty:"):
+                total += int(fields[1]) * 1024
+            elif ours and fields[0] == "Anonymous:":  # relocated pages: memory, not file
+                total -= int(fields[1]) * 1024
+        return total
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{tempfile.mkdtemp()}/store")[0])
+    store.migrate(SchemaContext())
+    import chdb
+    out = {"engine": chdb.__file__, "file_before": status("RssFile")}
+    out["private_before"] = private_code()
+    out["released"] = store.trim_memory(code=True)
+    out["file_after"] = status("RssFile")
+    out["private_after"] = private_code()
+    # The engine still works: its code comes back as it is used.
+    out["count"] = store.query("SELECT count() FROM numbers(1000) WHERE number % 7 = 0")[0][0]
+    anon_before_query = status("RssAnon")
+    store.query("SELECT length(groupArray(number)) FROM numbers(20000000)")
+    out["anon_grown"] = status("RssAnon") - anon_before_query
+    store.trim_memory()
+    out["anon_after_trim"] = status("RssAnon") - anon_before_query
+    store.close()
+    json.dump(out, sys.stdout)
+    """
+)
+
+
+def test_the_embedded_engine_gives_back_start_up_code_and_freed_pages(tmp_path: Path) -> None:
+    import chdb
+
+    package = Path(chdb.__file__).parent
+    shutil.copytree(package, tmp_path / "chdb")
+    # The library finds its helper libraries beside the package ($ORIGIN/../chdb_core.libs).
+    for libs in package.parent.glob("chdb*.libs"):
+        (tmp_path / libs.name).symlink_to(libs)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["engine"].startswith(str(tmp_path))
+    # Starting the engine maps about 200 MB of its library; nearly all of it goes (some
+    # pages are in use again at once).
+    assert out["private_before"] > 100 * MB
+    assert out["private_after"] < out["private_before"] / 10
+    assert out["released"] > out["private_before"] * 0.8
+    assert out["file_before"] - out["file_after"] >= out["released"] - 2 * MB
+    assert out["count"] == 143
+    # A query that builds a 160 MB array: its pages stay with the allocator until purged.
+    assert out["anon_grown"] > 100 * MB
+    assert out["anon_after_trim"] < out["anon_grown"] / 4
+
+
+def test_a_server_store_sends_the_server_nothing(clickhouse_http: ClickHouseHTTP) -> None:
+    """A server's memory is its own: no SYSTEM statement goes to it, nothing is released."""
+    dsn = f"{clickhouse_http.url.replace('://', '://default@')}/default"
+    store = ClickHouseStore(parse_dsn(dsn)[0])
+    try:
+        store.query("SELECT 1")
+        mark = clickhouse_http.mark()
+        assert store.trim_memory(code=True) == 0
+        assert clickhouse_http.requests(since=mark) == []
+    finally:
+        store.close()
