@@ -222,9 +222,11 @@ def test_batch_fast_path_agrees_with_event_by_event_checks(
     newest = NOW + LIMITS.max_clock_skew_ms
     oldest = NOW - LIMITS.retention_ms
     problems = [_event_problem(m, newest=newest, oldest=oldest) for m in messages]
-    assert list(result.events.event_id) == [
-        m.event_id for m, p in zip(messages, problems, strict=True) if p is None
-    ]
+    accepted = [m for m, p in zip(messages, problems, strict=True) if p is None]
+    assert list(result.events.event_id) == [m.event_id for m in accepted]
+    assert list(result.events.property_keys) == [list(m.property_keys) for m in accepted]
+    assert list(result.events.property_values) == [list(m.property_values) for m in accepted]
+    assert list(result.events.client) == [m.client for m in accepted]
     assert [(r.index, r.field, r.code) for r in result.rejections] == [
         (i, p[0], p[1]) for i, p in enumerate(problems) if p is not None
     ]
