@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from uptake_server import __version__
+from uptake_server import __version__, collector
 from uptake_server.config import Settings, load_settings
 from uptake_server.errors import UptakeError
 from uptake_server.logs import configure_logging
@@ -159,6 +159,7 @@ def _serve(settings: Settings, *, kpi_only: bool = False) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         service.start()
+        collector.tune()
         _announce(service)
         # A short wait, not one long one: a signal the kernel hands to another thread
         # runs its Python handler only once the main thread wakes up.
