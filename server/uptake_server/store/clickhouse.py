@@ -236,32 +236,20 @@ class ClickHouseStore:
     ) -> None:
         """Insert column-oriented rows with a deduplication token, retrying transient failures."""
         client = self.client("writer")
-        settings = {**self._insert_settings(), "insert_deduplication_token": token}
-        self._retrying(
-            f"insert into {table}",
-            lambda: client.insert(
-                table,
-                columns,
-                column_names=names,
-                column_type_names=types,
-                column_oriented=True,
-                settings=settings,
-            ),
-        )
+        settings = {**self.options.insert_settings(), "insert_deduplication_token": token}
 
-    def _insert_settings(self) -> dict[str, Any]:
-        options = self.options
-        settings: dict[str, Any] = {}
-        if options.async_insert:
-            # Batched by the server, but still acknowledged only once written.
-            settings |= {"async_insert": 1, "wait_for_async_insert": 1}
-            settings["async_insert_deduplicate"] = 1
-        if options.cluster:
-            # Into the shards before the insert returns, not queued on this node.
-            settings["distributed_foreground_insert"] = 1
-        if options.insert_quorum:
-            settings["insert_quorum"] = options.insert_quorum
-        return settings
+        def attempt() -> None:
+            context = client.create_insert_context(
+                table, names, column_type_names=types, column_oriented=True, settings=settings
+            )
+            try:
+                client.insert(data=columns, context=context)
+            finally:
+                # The context refers to itself (a bound method in its own dict): left
+                # alone, it and every row it holds wait for the garbage collector.
+                vars(context).clear()
+
+        self._retrying(f"insert into {table}", attempt)
 
     def command(
         self,

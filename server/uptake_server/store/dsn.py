@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from uptake_server.errors import ConfigError
@@ -83,3 +84,17 @@ class StoreOptions:
     insert_quorum: int = 0
     async_insert: bool = False
     insert_attempts: int = 3
+
+    def insert_settings(self) -> dict[str, Any]:
+        """Return the ClickHouse settings every insert carries under these options."""
+        settings: dict[str, Any] = {}
+        if self.async_insert:
+            # Batched by the server, but still acknowledged only once written.
+            settings |= {"async_insert": 1, "wait_for_async_insert": 1}
+            settings["async_insert_deduplicate"] = 1
+        if self.cluster:
+            # Into the shards before the insert returns, not queued on this node.
+            settings["distributed_foreground_insert"] = 1
+        if self.insert_quorum:
+            settings["insert_quorum"] = self.insert_quorum
+        return settings
