@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import statistics
 import threading
-from pathlib import Path
+
+from uptake_server.store.memory import resident_bytes
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Return a process's resident memory in MB: all of it, or one part (RssFile: mapped
-    files, mostly the engine's code; RssAnon: the process's own memory)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Return a process's resident memory in MB: all of it, or one part (see
+    `resident_bytes`)."""
+    return resident_bytes(field, pid) / 2**20
 
 
 class RssSampler:

@@ -27,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import rss_mb  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 
 SAMPLE_SECONDS = 5.0
@@ -104,14 +105,6 @@ def client_process(
             "failures": failures,
         }
     )
-
-
-def rss_mb(pid: int) -> float:
-    """Return the resident set size of a process in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def trend_mb_per_minute(samples: list[tuple[float, float]]) -> float:

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 MADV_PAGEOUT = 21
 PURGE_SQL = "SYSTEM JEMALLOC PURGE"
 MAPS = Path("/proc/self/maps")
-STATUS = Path("/proc/self/status")
 
 
 def engine_library_dir() -> Path:
@@ -36,14 +35,15 @@ def engine_library_dir() -> Path:
     return Path(chdb.__file__).parent
 
 
-def resident_file_bytes() -> int:
-    """Return this process's resident pages of mapped files, in bytes (0 off Linux)."""
+def resident_bytes(field: str = "RssFile", pid: int | None = None) -> int:
+    """Return a process's resident memory in bytes (this one's unless `pid`; 0 off Linux):
+    VmRSS all of it, RssFile its mapped files (mostly the engine's code), RssAnon its own."""
     try:
-        status = STATUS.read_text()
+        status = Path(f"/proc/{pid or 'self'}/status").read_text()
     except OSError:
         return 0
     for line in status.splitlines():
-        if line.startswith("RssFile:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -58,7 +58,7 @@ def release_code_pages(directory: Path) -> int:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     prefix = f"{directory}{os.sep}"
-    before = resident_file_bytes()
+    before = resident_bytes()
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) < 6 or "w" in fields[1] or not fields[5].startswith(prefix):
@@ -68,4 +68,4 @@ def release_code_pages(directory: Path) -> int:
             # EINVAL: a kernel older than 5.4. Nothing is lost but the saving.
             log.debug("madvise(MADV_PAGEOUT) failed: %s", os.strerror(ctypes.get_errno()))
             return 0
-    return max(0, before - resident_file_bytes())
+    return max(0, before - resident_bytes())
