@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
+from uptake_server.ingest.columns import incoming
 from uptake_server.ingest.pseudonym import Pseudonymiser
 from uptake_server.ingest.validation import Limits, validate_events
 
@@ -32,7 +33,7 @@ def handle(
     request: ingest_pb2.IngestRequest, pseudonymise: Pseudonymiser
 ) -> ingest_pb2.IngestResponse:
     result = validate_events(
-        request.events,
+        incoming(request),
         batch_id=request.batch_id,
         now_ms=time.time_ns() // 1_000_000,
         limits=Limits(),
@@ -82,17 +83,14 @@ def run_aio(port_queue: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-
 def client(target: str, batch: int, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
     now = int(time.time() * 1000)
     request = ingest_pb2.IngestRequest(
-        events=[
-            ingest_pb2.Event(
-                event_id=os.urandom(16),
-                occurred_at_ms=now,
-                tool="wiki",
-                action="view",
-                user_id=f"user-{i}",
-                org_unit="sales",
-            )
-            for i in range(batch)
-        ]
+        columns=ingest_pb2.Columns(
+            event_id=[os.urandom(16) for _ in range(batch)],
+            occurred_at_ms=[now] * batch,
+            tool=["wiki"] * batch,
+            action=["view"] * batch,
+            user_id=[f"user-{i}" for i in range(batch)],
+            org_unit=["sales"] * batch,
+        )
     )
     with grpc.insecure_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)

@@ -73,19 +73,16 @@ def latency_client(
 
     now = int(time.time() * 1000)
     # attempt=1 marks a first send, as the SDK does: no duplicate lookup needed.
+    # Column-wise, as the SDK sends.
     request = ingest_pb2.IngestRequest(
         attempt=1,
-        events=[
-            ingest_pb2.Event(
-                event_id=os.urandom(16),
-                occurred_at_ms=now,
-                tool="wiki",
-                action=ACTIONS[i % len(ACTIONS)],
-                user_id=f"user-{i}",
-                org_unit=ORG_UNITS[i % len(ORG_UNITS)],
-            )
-            for i in range(batch)
-        ],
+        columns=ingest_pb2.Columns(
+            occurred_at_ms=[now] * batch,
+            tool=["wiki"] * batch,
+            action=[ACTIONS[i % len(ACTIONS)] for i in range(batch)],
+            user_id=[f"user-{i}" for i in range(batch)],
+            org_unit=[ORG_UNITS[i % len(ORG_UNITS)] for i in range(batch)],
+        ),
     )
     interval = batch / rate
     latencies = []
@@ -97,8 +94,8 @@ def latency_client(
             delay = next_send - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            for event in request.events:
-                event.event_id = os.urandom(16)
+            del request.columns.event_id[:]
+            request.columns.event_id.extend([os.urandom(16) for _ in range(batch)])
             started = time.perf_counter()
             stub.Ingest(request, timeout=30)
             latencies.append(time.perf_counter() - started)

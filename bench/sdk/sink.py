@@ -22,7 +22,9 @@ class Ingest(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.IngestRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.IngestResponse:
         """Accept the whole batch."""
-        return ingest_pb2.IngestResponse(accepted=len(request.events))
+        return ingest_pb2.IngestResponse(
+            accepted=len(request.events) + len(request.columns.event_id)
+        )
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -28,7 +28,8 @@ class RecordingTransport:
             self._ledger.failed(error.code)
             raise
         rejected = {r.index for r in response.rejections}
-        ids = [e.event_id for i, e in enumerate(request.events) if i not in rejected]
+        events = uptake.RecordedEvent.of_request(request)
+        ids = [e.event_id.bytes for i, e in enumerate(events) if i not in rejected]
         self._ledger.acknowledge(ids)
         return response
 

@@ -16,6 +16,7 @@ import atheris
 
 with atheris.instrument_imports(include=["uptake_server"]):
     from tests.fuzz.oracle import problems
+    from uptake_server.ingest.columns import ColumnsProblem, incoming
     from uptake_server.ingest.validation import Limits, batch_id_problem, validate_events
     from uptake_server.security.guard import decode_request
     from uptake_server.security.status import Refusal
@@ -35,12 +36,16 @@ def test_one_input(data: bytes) -> None:
         return
     if batch_id_problem(request.batch_id) is not None:
         return
+    try:
+        events = incoming(request)  # either wire form
+    except ColumnsProblem:
+        return
     result = validate_events(
-        request.events, batch_id=request.batch_id, now_ms=NOW_MS, limits=Limits(),
+        events, batch_id=request.batch_id, now_ms=NOW_MS, limits=Limits(),
         pseudonymise=pseudonym,
     )  # fmt: skip
     columns = result.events
-    assert len(columns) + len(result.rejections) == len(request.events)
+    assert len(columns) + len(result.rejections) == len(events)
     for i in range(len(columns)):
         row = (
             columns.event_id[i].hex(), columns.occurred_at[i], columns.received_at[i],

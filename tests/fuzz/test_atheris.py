@@ -27,11 +27,20 @@ def seeds() -> list[bytes]:
         property_keys=["space"], property_values=["handbook"],
     )  # fmt: skip
     bad = ingest_pb2.Event(event_id=b"x", occurred_at_ms=-1, tool="Wiki", user_id="\x00")
+    # fmt: off
     return [
         ingest_pb2.IngestRequest(batch_id="b", events=[full]).SerializeToString(),
         ingest_pb2.IngestRequest(events=[full, bad, full]).SerializeToString(),
+        ingest_pb2.IngestRequest(
+            columns=ingest_pb2.Columns(
+                event_id=[full.event_id, b"x"], occurred_at_ms=[now, -1], tool=["wiki", "Wiki"],
+                action=["page_edit", ""], user_id=["u1", "\x00"], org_unit=["sales", ""],
+                property_counts=[1, 0], property_keys=["space"], property_values=["handbook"],
+            )
+        ).SerializeToString(),
         b"",
     ]
+    # fmt: on
 
 
 def test_coverage_guided_fuzzing_finds_no_crash(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,6 +20,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from uptake import RecordedEvent
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse
 
@@ -34,11 +35,17 @@ class Received:
     request: IngestRequest
     metadata: dict[str, str]
 
+    @property
+    def events(self) -> list[RecordedEvent]:
+        """Return the request's events, whichever form it carried them in."""
+        return RecordedEvent.of_request(self.request)
+
 
 def ok(request: IngestRequest, context: grpc.ServicerContext, server: FakeServer) -> IngestResponse:
     """Store every event and acknowledge it."""
-    server.store(request.events)
-    return IngestResponse(accepted=len(request.events))
+    events = RecordedEvent.of_request(request)
+    server.store(events)
+    return IngestResponse(accepted=len(events))
 
 
 def unavailable(retry_after: float | None = None) -> Behaviour:
@@ -81,9 +88,10 @@ def slow(seconds: float) -> Behaviour:
     def behave(
         request: IngestRequest, context: grpc.ServicerContext, server: FakeServer
     ) -> IngestResponse:
-        server.store(request.events)
+        events = RecordedEvent.of_request(request)
+        server.store(events)
         time.sleep(seconds)
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(events))
 
     return behave
 
@@ -94,13 +102,14 @@ def reject(*indexes: int) -> Behaviour:
     def behave(
         request: IngestRequest, context: grpc.ServicerContext, server: FakeServer
     ) -> IngestResponse:
-        server.store(e for i, e in enumerate(request.events) if i not in indexes)
+        events = RecordedEvent.of_request(request)
+        server.store(e for i, e in enumerate(events) if i not in indexes)
         rejections = [
             ingest_pb2.Rejection(index=i, field="action", reason="scripted", code="invalid_slug")
             for i in indexes
         ]
         return IngestResponse(
-            accepted=len(request.events) - len(indexes),
+            accepted=len(events) - len(indexes),
             rejected=len(indexes),
             rejections=rejections,
         )
@@ -117,7 +126,7 @@ class FakeServer(ingest_pb2_grpc.IngestServiceServicer):
     max_events: int | None = None  # more events per request: RESOURCE_EXHAUSTED
     script: deque[Behaviour] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
-    stored: dict[bytes, ingest_pb2.Event] = field(default_factory=dict)
+    stored: dict[bytes, RecordedEvent] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -128,11 +137,11 @@ class FakeServer(ingest_pb2_grpc.IngestServiceServicer):
         """Return host:port."""
         return f"127.0.0.1:{self.port}"
 
-    def store(self, events: object) -> None:
+    def store(self, events: Iterable[RecordedEvent]) -> None:
         """Keep events by id, as the real store deduplicates them."""
         with self._lock:
-            for event in events:  # type: ignore[attr-defined]
-                self.stored.setdefault(event.event_id, event)
+            for event in events:
+                self.stored.setdefault(event.event_id.bytes, event)
 
     def Ingest(self, request: IngestRequest, context: grpc.ServicerContext) -> IngestResponse:
         """Record the request and play the next scripted behaviour."""
@@ -140,7 +149,7 @@ class FakeServer(ingest_pb2_grpc.IngestServiceServicer):
         with self._lock:
             self.received.append(Received(time.monotonic(), request, metadata))
             behaviour = self.script.popleft() if self.script else ok
-        if self.max_events is not None and len(request.events) > self.max_events:
+        if self.max_events is not None and len(RecordedEvent.of_request(request)) > self.max_events:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message too large")
         return behaviour(request, context, self)
 

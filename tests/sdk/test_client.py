@@ -49,8 +49,9 @@ def test_track_sends_every_field(make_client: MakeClient) -> None:
     assert event.occurred_at == when
     assert event.client == f"uptake-python/{uptake.__version__}"
     [request] = transport.requests
-    wire = request.events[0]
-    assert wire.occurred_at_ms == int(when.timestamp() * 1000)
+    wire = request.columns
+    assert list(wire.occurred_at_ms) == [int(when.timestamp() * 1000)]
+    assert list(wire.property_counts) == [2]
     assert list(wire.property_keys) == ["space", "lang"]
     assert list(wire.property_values) == ["eng", "en"]
 
@@ -69,9 +70,9 @@ def test_event_ids_are_uuid7_stamped_at_track_time(make_client: MakeClient) -> N
         assert event_id.version == 7
         assert event_id.variant == uuid.RFC_4122
         assert before <= event_id.int >> 80 <= after
-    for event in transport.requests[0].events:
-        assert len(event.event_id) == 16
-        assert before <= event.occurred_at_ms <= after
+    wire = transport.requests[0].columns
+    assert all(len(event_id) == 16 for event_id in wire.event_id)
+    assert all(before <= ms <= after for ms in wire.occurred_at_ms)
 
 
 def test_events_are_batched_by_count(make_client: MakeClient) -> None:
@@ -80,7 +81,7 @@ def test_events_are_batched_by_count(make_client: MakeClient) -> None:
     for i in range(35):
         client.track(f"u{i}", "view", tool="wiki")
     assert client.flush(5)
-    sizes = [len(request.events) for request in transport.requests]
+    sizes = [len(request.columns.event_id) for request in transport.requests]
     assert sum(sizes) == 35
     assert max(sizes) == 10
     assert [e.user_id for e in transport.events] == [f"u{i}" for i in range(35)]
@@ -130,7 +131,7 @@ def test_a_full_queue_drops_and_counts(make_client: MakeClient) -> None:
 
     def slow(request: IngestRequest) -> IngestResponse:
         gate.wait(10)
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     transport = uptake.InMemoryTransport(respond=slow)
     client = make_client(transport=transport, max_queue_size=10, batch_size=5, flush_interval=60)
@@ -152,7 +153,7 @@ def test_block_mode_waits_for_room(make_client: MakeClient) -> None:
 
     def slow(request: IngestRequest) -> IngestResponse:
         gate.wait(10)
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     transport = uptake.InMemoryTransport(respond=slow)
     client = make_client(
@@ -181,7 +182,7 @@ def test_flush_and_close_return_within_their_timeout_when_the_server_hangs(
 
     def hang(request: IngestRequest) -> IngestResponse:
         gate.wait(30)
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     client = make_client(transport=uptake.InMemoryTransport(respond=hang))
     client.track("u", "view", tool="wiki")
@@ -197,7 +198,7 @@ def test_flush_and_close_return_within_their_timeout_when_the_server_hangs(
 def test_rejections_are_counted_and_reported(make_client: MakeClient) -> None:
     def reject_second(request: IngestRequest) -> IngestResponse:
         return IngestResponse(
-            accepted=len(request.events) - 1,
+            accepted=len(request.columns.event_id) - 1,
             rejected=1,
             rejections=[
                 Rejection(index=1, field="tool", reason="unknown tool 'wiki'", code="unknown_tool")
@@ -220,7 +221,7 @@ def test_rejections_are_counted_and_reported(make_client: MakeClient) -> None:
         "unknown_tool",
         "unknown tool 'wiki'",
     )
-    assert failure.event_id == transport.requests[0].events[1].event_id.hex()
+    assert failure.event_id == transport.requests[0].columns.event_id[1].hex()
     assert [e.user_id for e in transport.events] == ["u0", "u2"]
 
 
@@ -299,7 +300,7 @@ def test_sync_mode_sends_in_the_callers_thread(make_client: MakeClient) -> None:
 
     def record_thread(request: IngestRequest) -> IngestResponse:
         threads.append(threading.current_thread().name)
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     transport = uptake.InMemoryTransport(respond=record_thread)
     client = make_client(transport=transport, mode="sync")
@@ -345,7 +346,7 @@ def test_occurred_at_is_utc_milliseconds(make_client: MakeClient) -> None:
     client = make_client(transport=transport)
     client.track("u", "view", tool="wiki", timestamp=datetime(2026, 3, 1, 12, 0, 0, 1500, UTC))
     assert client.flush(5)
-    assert transport.requests[0].events[0].occurred_at_ms == 1772366400001
+    assert transport.requests[0].columns.occurred_at_ms[0] == 1772366400001
 
 
 def test_sync_mode_retries_in_the_callers_thread(make_client: MakeClient) -> None:
@@ -355,7 +356,7 @@ def test_sync_mode_retries_in_the_callers_thread(make_client: MakeClient) -> Non
         error = next(answers)
         if error is not None:
             raise error
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     transport = uptake.InMemoryTransport(respond=flaky)
     client = make_client(transport=transport, mode="sync")
@@ -373,7 +374,7 @@ def test_sync_mode_spools_when_the_server_is_down(make_client: MakeClient, tmp_p
     def maybe_down(request: IngestRequest) -> IngestResponse:
         if not up.is_set():
             raise uptake.TransportError("UNAVAILABLE", "down")
-        return IngestResponse(accepted=len(request.events))
+        return IngestResponse(accepted=len(request.columns.event_id))
 
     transport = uptake.InMemoryTransport(respond=maybe_down)
     client = make_client(transport=transport, mode="sync", spool_dir=str(tmp_path))

@@ -30,8 +30,8 @@ def test_events_arrive_with_the_api_key_and_client_name(make_client: MakeClient)
         [received] = server.received
         assert received.metadata["authorization"] == "Bearer s3cret"
         assert received.metadata["user-agent"].startswith(f"uptake-python/{uptake.__version__}")
-        assert [e.user_id for e in received.request.events] == ["u0", "u1", "u2"]
-        assert {e.client for e in received.request.events} == {"uptake-python/0.1.0"}
+        assert [e.user_id for e in received.events] == ["u0", "u1", "u2"]
+        assert {e.client for e in received.events} == {"uptake-python/0.1.0"}
 
 
 def test_no_authorization_without_an_api_key(make_client: MakeClient) -> None:
@@ -74,8 +74,8 @@ def test_a_server_slower_than_the_deadline_stores_each_event_once(make_client: M
         track_many(client, 10)
         assert client.flush(10)
         assert len(server.received) == 2  # the first try timed out, the retry succeeded
-        ids = [e.event_id for e in server.received[0].request.events]
-        assert ids == [e.event_id for e in server.received[1].request.events]  # same ids
+        ids = [e.event_id for e in server.received[0].events]
+        assert ids == [e.event_id for e in server.received[1].events]  # same ids
         assert len(server.stored) == 10
         assert client.stats().delivered == 10
 
@@ -113,7 +113,7 @@ def test_resource_exhausted_splits_the_batch(make_client: MakeClient) -> None:
         track_many(client, 10)
         assert client.flush(10)
         assert len(server.stored) == 10
-        assert all(len(r.request.events) <= 10 for r in server.received)
+        assert all(len(r.events) <= 10 for r in server.received)
         assert client.stats().delivered == 10
 
 
@@ -174,6 +174,6 @@ def test_first_sends_say_attempt_one_and_resends_count_up(make_client: MakeClien
         assert client.flush(10)
         track_many(client, 2, prefix="later")
         assert client.flush(10)
-        attempts = [(r.request.attempt, len(r.request.events)) for r in server.received]
+        attempts = [(r.request.attempt, len(r.events)) for r in server.received]
         assert attempts[:3] == [(1, 3), (2, 3), (3, 3)]
         assert attempts[-1] == (1, 2)

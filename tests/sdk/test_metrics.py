@@ -17,7 +17,7 @@ MakeClient = Callable[..., uptake.Client]
 def test_the_collector_exports_events_by_outcome(make_client: MakeClient) -> None:
     def reject_first(request: IngestRequest) -> IngestResponse:
         return IngestResponse(
-            accepted=len(request.events) - 1,
+            accepted=len(request.columns.event_id) - 1,
             rejected=1,
             rejections=[Rejection(index=0, field="tool", reason="unknown", code="unknown")],
         )
@@ -49,7 +49,7 @@ def test_a_failing_on_error_callback_never_stops_delivery(make_client: MakeClien
 
     def reject_all(request: IngestRequest) -> IngestResponse:
         return IngestResponse(
-            rejections=[Rejection(index=i, code="x") for i in range(len(request.events))]
+            rejections=[Rejection(index=i, code="x") for i in range(len(request.columns.event_id))]
         )
 
     transport = uptake.InMemoryTransport(respond=reject_all)

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,17 +16,26 @@ import uptake
 from tests.sdk.fake_server import FakeServer, ok, unavailable
 from tests.sdk.test_client import wait_until
 from tests.support.servers import free_port
-from uptake._spool import Spool
+from uptake._event import Record
+from uptake._spool import MAGIC, Spool, SpoolEntry
 from uptake._stats import Counters
-from uptake.v1.ingest_pb2 import Event
+from uptake.v1.ingest_pb2 import Event, IngestRequest
 
 MakeClient = Callable[..., uptake.Client]
 FAST_RETRY = {"retry_initial": 0.01, "retry_max": 0.05}
 
 
-def events(*names: str) -> list[Event]:
-    """Return wire events with the given user ids."""
-    return [Event(event_id=name.encode().ljust(16, b"."), user_id=name) for name in names]
+def events(*names: str) -> list[Record]:
+    """Return queued events with the given user ids."""
+    return [
+        (name.encode().ljust(16, b"."), 1772366400000, "wiki", "view", name, None, None, None)
+        for name in names
+    ]
+
+
+def users(entry: SpoolEntry) -> list[str]:
+    """Return the user ids of a spooled batch, in order."""
+    return [record[4] for record in entry.events]
 
 
 def test_batches_are_taken_oldest_first_and_locked(tmp_path: Path) -> None:
@@ -37,16 +47,16 @@ def test_batches_are_taken_oldest_first_and_locked(tmp_path: Path) -> None:
     assert spool.pending() == 3
     first = spool.take()
     assert first is not None
-    assert [e.user_id for e in first.events] == ["a", "b"]
+    assert users(first) == ["a", "b"]
     second = other.take()  # the first file is locked: the other reader gets the next
     assert second is not None
-    assert [e.user_id for e in second.events] == ["c"]
+    assert users(second) == ["c"]
     assert other.take() is None
     first.release()
     second.done()
     again = other.take()
     assert again is not None
-    assert [e.user_id for e in again.events] == ["a", "b"]
+    assert users(again) == ["a", "b"]
     again.done()
     assert spool.pending() == 0
     assert list(tmp_path.iterdir()) == []
@@ -59,13 +69,42 @@ def test_the_oldest_batches_are_dropped_over_the_size_limit(tmp_path: Path) -> N
         spool.write(events(name, name + "2"))
     entry = spool.take()
     assert entry is not None
-    kept = [e.user_id for e in entry.events]
+    kept = users(entry)
     entry.release()
     assert kept != ["a", "a2"]
     assert sum(f.stat().st_size for f in tmp_path.iterdir()) <= 200
     snapshot = counters.snapshot(queued=0, spooled=spool.pending())
     assert snapshot.spool_full == 12 - snapshot.spooled
     assert snapshot.spool_full > 0
+
+
+def test_files_of_one_message_per_event_still_replay(tmp_path: Path) -> None:
+    # Earlier versions spooled one Event message per event; their files stay readable.
+    request = IngestRequest(
+        events=[
+            Event(event_id=b"a" * 16, occurred_at_ms=5, tool="wiki", action="view", user_id="a"),
+            Event(
+                event_id=b"b" * 16,
+                occurred_at_ms=6,
+                tool="chat",
+                action="post",
+                user_id="b",
+                org_unit="sales",
+                property_keys=["k"],
+                property_values=["v"],
+            ),
+        ]
+    )
+    payload = request.SerializeToString()
+    header = len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big")
+    (tmp_path / "00000000000000000001-1-000000-2.batch").write_bytes(MAGIC + header + payload)
+    entry = Spool(str(tmp_path), max_bytes=10**6, counters=Counters()).take()
+    assert entry is not None
+    assert entry.events == [
+        (b"a" * 16, 5, "wiki", "view", "a", "", "", None),
+        (b"b" * 16, 6, "chat", "post", "b", "sales", "", (("k", "v"),)),
+    ]
+    entry.done()
 
 
 def test_a_corrupt_file_is_skipped_with_a_warning(
@@ -81,7 +120,7 @@ def test_a_corrupt_file_is_skipped_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="uptake"):
         entry = spool.take()
     assert entry is not None
-    assert [e.user_id for e in entry.events] == ["b"]
+    assert users(entry) == ["b"]
     entry.done()
     assert counters.snapshot(queued=0, spooled=0).spool_corrupt == 8
     assert "corrupt spool file" in caplog.text
@@ -105,7 +144,7 @@ def test_spooled_events_are_replayed_in_order_after_reconnect(
     wait_until(lambda: client.stats().spooled == 23)
     with FakeServer(port=port) as server:
         assert client.flush(10)
-        order = [e.user_id for r in server.received for e in r.request.events]
+        order = [e.user_id for r in server.received for e in r.events]
         assert order == [f"u{i:02d}" for i in range(23)]
         assert len(server.stored) == 23
     stats = client.stats()
@@ -165,6 +204,6 @@ def test_processes_sharing_a_spool_deliver_each_event_once(tmp_path: Path) -> No
             process.wait()
     assert [o.strip() for o in outputs] == ["True"] * 3
     assert stored == sorted(f"p{n}-{i}" for n in range(3) for i in range(50))
-    sent = sum(len(r.request.events) for r in server.received)
+    sent = sum(len(r.events) for r in server.received)
     assert sent == 150  # no batch was sent twice
     assert not list(go.iterdir())

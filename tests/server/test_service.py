@@ -109,6 +109,87 @@ def test_partial_success_stores_good_events_and_records_bad_ones(
     ]
 
 
+def test_a_column_wise_request_is_stored_like_messages(tmp_path: Path) -> None:
+    directory = tmp_path / "directory.csv"
+    directory.write_text("user_id,org_unit\nalice,sales\n")
+    svc = Service(settings_for(tmp_path / "var", org_unit_csv=str(directory)))
+    svc.start()
+    now = int(time.time() * 1000) - 1000
+    ids = [os.urandom(16) for _ in range(3)]
+    columns = ingest_pb2.Columns(
+        event_id=ids,
+        occurred_at_ms=[now] * 3,
+        tool=["wiki", "Wiki", "chat"],
+        action=["view", "view", "post"],
+        user_id=["alice", "bob", "carol"],
+        org_unit=["", "", "support"],  # alice's comes from the directory
+        property_counts=[1, 0, 0],
+        property_keys=["space"],
+        property_values=["eng"],
+    )
+    try:
+        with grpc.insecure_channel(svc.grpc_target) as channel:
+            reply = ingest_pb2_grpc.IngestServiceStub(channel).Ingest(
+                ingest_pb2.IngestRequest(batch_id="columns", columns=columns), timeout=30
+            )
+    finally:
+        svc.stop()
+    assert (reply.accepted, reply.rejected) == (2, 1)
+    assert [(r.index, r.field, r.code) for r in reply.rejections] == [(1, "tool", "invalid_slug")]
+    stored = {e["event_id"]: e for e in stored_events(svc.settings.data_path)}
+    assert sorted(stored) == sorted(ids[i].hex() for i in (0, 2))
+    alice, carol = stored[ids[0].hex()], stored[ids[2].hex()]
+    assert (alice["tool"], alice["org_unit"], alice["occurred_at_ms"]) == ("wiki", "sales", now)
+    assert (alice["property_keys"], alice["property_values"]) == (["space"], ["eng"])
+    assert (carol["tool"], carol["action"], carol["org_unit"]) == ("chat", "post", "support")
+    failed = stored_events(svc.settings.data_path, failed=True)
+    assert [(f["event_index"], f["field"], f["batch_id"]) for f in failed] == [
+        (1, "tool", "columns")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field", "description"),
+    [
+        (
+            ingest_pb2.IngestRequest(
+                columns=ingest_pb2.Columns(event_id=[b"a" * 16] * 2, tool=["wiki"])
+            ),
+            "columns.tool",
+            "columns.tool has 1 entries for 2 events",
+        ),
+        (
+            ingest_pb2.IngestRequest(columns=ingest_pb2.Columns(event_id=[b"a" * 16] * 51)),
+            "columns",
+            "51 events in one request; the limit is 50",
+        ),
+        (
+            ingest_pb2.IngestRequest(
+                events=[ingest_pb2.Event()], columns=ingest_pb2.Columns(tool=["wiki"])
+            ),
+            "columns",
+            "carries events both in events and in columns",
+        ),
+    ],
+)
+def test_malformed_columns_are_invalid_argument_naming_the_column(
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    request_: ingest_pb2.IngestRequest,
+    field: str,
+    description: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Ingest(request_, timeout=30)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert bad.field_violations[0].field == field
+    assert description in bad.field_violations[0].description
+
+
 def test_the_same_batch_twice_is_stored_once(
     service: Service, stub: ingest_pb2_grpc.IngestServiceStub
 ) -> None:

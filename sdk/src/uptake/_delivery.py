@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from uptake._errors import TransportError
+from uptake._event import Record
 from uptake._options import Options
 from uptake._stats import (
     DELIVERED,
@@ -20,7 +21,8 @@ from uptake._stats import (
     Failure,
 )
 from uptake._transport import Transport
-from uptake.v1.ingest_pb2 import Event, IngestRequest, IngestResponse, Rejection
+from uptake._wire import to_columns, to_proto
+from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse, Rejection
 
 log = logging.getLogger("uptake")
 
@@ -36,7 +38,7 @@ Wait = Callable[[float], bool]
 class Outcome:
     """What is left of a delivery: events still pending, and when to try them again."""
 
-    pending: list[Event] = field(default_factory=list)
+    pending: list[Record] = field(default_factory=list)
     retry_after: float = 0.0
 
 
@@ -48,6 +50,7 @@ class Sender:
         self._options = options
         self._counters = counters
         self._streak = 0  # consecutive retryable failures, for the backoff
+        self._rows = False  # the server predates column-wise requests
 
     def backoff(self, retry_after: float | None) -> float:
         """Return the delay before the next try: the server's, else exponential with jitter."""
@@ -59,7 +62,7 @@ class Sender:
 
     def deliver(
         self,
-        events: Sequence[Event],
+        events: Sequence[Record],
         *,
         wait: Wait,
         deadline: float | None = None,
@@ -73,7 +76,7 @@ class Sender:
         stop early; `deadline` (monotonic) bounds the whole delivery. `resend` says the
         events may have been sent before (the server then checks for duplicates).
         """
-        chunks: deque[list[Event]] = deque([list(events)] if events else [])
+        chunks: deque[list[Record]] = deque([list(events)] if events else [])
         attempt = 2 if resend else 1
         while chunks:
             chunk = chunks.popleft()
@@ -85,9 +88,7 @@ class Sender:
                     if timeout <= 0:
                         return Outcome(pending=_join(chunk, chunks))
                 try:
-                    response = self.transport.send(
-                        IngestRequest(events=chunk, attempt=attempt), timeout=timeout
-                    )
+                    response = self.transport.send(self._request(chunk, attempt), timeout=timeout)
                 except TransportError as error:
                     # Whatever the error, the server may have stored some of the
                     # events: every later send of them is a resend.
@@ -114,12 +115,37 @@ class Sender:
                         return Outcome(pending=_join(chunk, chunks), retry_after=delay)
                     continue
                 self._streak = 0
+                if self._predates_columns(chunk, response):
+                    attempt += 1
+                    continue
                 self._account(chunk, response)
                 break
         return Outcome()
 
+    def _request(self, chunk: list[Record], attempt: int) -> IngestRequest:
+        if self._rows:
+            return IngestRequest(events=[to_proto(record) for record in chunk], attempt=attempt)
+        return IngestRequest(columns=to_columns(chunk), attempt=attempt)
+
+    def _predates_columns(self, chunk: list[Record], response: IngestResponse) -> bool:
+        """Tell whether the answer comes from a server that ignored the columns.
+
+        A server that reads columns accounts for every event, accepted or rejected;
+        one that predates them sees an empty request and answers 0 and 0. From then
+        on this sender sends one message per event; the resend is deduplicated.
+        """
+        if self._rows or not chunk or response.accepted or response.rejected or response.rejections:
+            return False
+        log.warning(
+            "uptake: the server answered a column-wise request of %d events as empty: it "
+            "predates them; sending one message per event from now on",
+            len(chunk),
+        )
+        self._rows = True
+        return True
+
     def _failed(
-        self, error: TransportError, chunk: list[Event], chunks: deque[list[Event]]
+        self, error: TransportError, chunk: list[Record], chunks: deque[list[Record]]
     ) -> float | None:
         """Handle a failed try; return the delay before retrying, or None when settled."""
         if error.code == "RESOURCE_EXHAUSTED" and error.retry_after is None:
@@ -134,7 +160,7 @@ class Sender:
                     count=1,
                     reason=f"the server refused the event as too large: {error.message}",
                     code=error.code,
-                    event_id=chunk[0].event_id.hex(),
+                    event_id=chunk[0][0].hex(),
                 )
             )
             return None
@@ -153,7 +179,7 @@ class Sender:
         log.info("uptake: send failed (%s); retrying in %.2f s", error, delay)
         return delay
 
-    def _account(self, chunk: list[Event], response: IngestResponse) -> None:
+    def _account(self, chunk: list[Record], response: IngestResponse) -> None:
         first: dict[int, Rejection] = {}
         for rejection in response.rejections:
             if rejection.index < len(chunk):
@@ -167,10 +193,10 @@ class Sender:
                     reason=rejection.reason,
                     code=rejection.code,
                     field=rejection.field,
-                    event_id=chunk[rejection.index].event_id.hex(),
+                    event_id=chunk[rejection.index][0].hex(),
                 )
             )
 
 
-def _join(chunk: list[Event], chunks: deque[list[Event]]) -> list[Event]:
+def _join(chunk: list[Record], chunks: deque[list[Record]]) -> list[Record]:
     return chunk + [event for rest in chunks for event in rest]

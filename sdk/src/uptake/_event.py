@@ -1,7 +1,7 @@
 """Events between track() and the wire: argument checks, ids, protobuf conversion.
 
 track() keeps only a tuple per event (`Record`); the worker turns records into
-protobuf messages, so the caller's thread never pays for protobuf or hashing.
+requests (uptake._wire), so the caller's thread never pays for protobuf or hashing.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from random import getrandbits
 from typing import Any
-
-from uptake._version import CLIENT_NAME
-from uptake.v1.ingest_pb2 import Event
 
 # (event_id, occurred_at_ms, tool, action, user_id, org_unit, feature, properties)
 Record = tuple[
@@ -123,22 +120,3 @@ class Pseudonymiser:
         mac = self._inner.copy()
         mac.update(user_id.encode())
         return mac.hexdigest()[:32]
-
-
-def to_proto(record: Record, pseudonymise: Pseudonymiser | None = None) -> Event:
-    """Return the wire form of one tracked event."""
-    event_id, ms, tool, action, user_id, org_unit, feature, properties = record
-    event = Event(
-        event_id=event_id,
-        occurred_at_ms=ms,
-        tool=tool,
-        action=action,
-        user_id=pseudonymise(user_id) if pseudonymise is not None else user_id,
-        org_unit=org_unit or "",
-        feature=feature or "",
-        client=CLIENT_NAME,
-    )
-    if properties:
-        event.property_keys.extend(key for key, _ in properties)
-        event.property_values.extend(value for _, value in properties)
-    return event

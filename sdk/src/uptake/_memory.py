@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from uptake._errors import TransportError
-from uptake.v1.ingest_pb2 import Event, IngestRequest, IngestResponse
+from uptake._wire import records_of
+from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse
 
 Responder = Callable[[IngestRequest], IngestResponse]
 
@@ -29,19 +30,28 @@ class RecordedEvent:
     properties: dict[str, str]
 
     @classmethod
-    def from_proto(cls, event: Event) -> RecordedEvent:
-        """Return the recorded form of a wire event."""
-        return cls(
-            event_id=uuid.UUID(bytes=event.event_id),
-            occurred_at=datetime.fromtimestamp(event.occurred_at_ms / 1000, tz=timezone.utc),  # noqa: UP017 - Python 3.10
-            tool=event.tool,
-            action=event.action,
-            user_id=event.user_id,
-            org_unit=event.org_unit,
-            feature=event.feature,
-            client=event.client,
-            properties=dict(zip(event.property_keys, event.property_values, strict=True)),
-        )
+    def of_request(cls, request: IngestRequest) -> list[RecordedEvent]:
+        """Return the events of a request, sent column-wise or one message each."""
+        if request.HasField("columns"):
+            clients = request.columns.client[:] or [""] * len(request.columns.event_id)
+        else:
+            clients = [event.client for event in request.events]
+        return [
+            cls(
+                event_id=uuid.UUID(bytes=event_id),
+                occurred_at=datetime.fromtimestamp(ms / 1000, tz=timezone.utc),  # noqa: UP017 - Python 3.10
+                tool=tool,
+                action=action,
+                user_id=user_id,
+                org_unit=org_unit or "",
+                feature=feature or "",
+                client=client,
+                properties=dict(properties or ()),
+            )
+            for (event_id, ms, tool, action, user_id, org_unit, feature, properties), client in zip(
+                records_of(request), clients, strict=True
+            )
+        ]
 
 
 class InMemoryTransport:
@@ -56,7 +66,7 @@ class InMemoryTransport:
         self._respond = respond
         self._lock = threading.Lock()
         self._requests: list[IngestRequest] = []
-        self._accepted: list[Event] = []
+        self._accepted: list[RecordedEvent] = []
         self._closed = False
 
     @property
@@ -69,8 +79,7 @@ class InMemoryTransport:
     def events(self) -> list[RecordedEvent]:
         """Return the accepted events, in the order they were sent."""
         with self._lock:
-            accepted = list(self._accepted)
-        return [RecordedEvent.from_proto(event) for event in accepted]
+            return list(self._accepted)
 
     def clear(self) -> None:
         """Forget the requests and events recorded so far."""
@@ -86,15 +95,16 @@ class InMemoryTransport:
             if self._closed:
                 raise TransportError("CANCELLED", "the transport is closed")
             self._requests.append(copy)
+        events = RecordedEvent.of_request(copy)
         response = (
             self._respond(copy)
             if self._respond is not None
-            else IngestResponse(accepted=len(copy.events))
+            else IngestResponse(accepted=len(events))
         )
         rejected = {rejection.index for rejection in response.rejections}
         with self._lock:
             self._accepted.extend(
-                event for index, event in enumerate(copy.events) if index not in rejected
+                event for index, event in enumerate(events) if index not in rejected
             )
         return response
 

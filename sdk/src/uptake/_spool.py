@@ -19,8 +19,10 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
+from uptake._event import Record
 from uptake._stats import SPOOL_CORRUPT, SPOOL_FULL, Counters, Failure
-from uptake.v1.ingest_pb2 import Event, IngestRequest
+from uptake._wire import records_of, to_columns
+from uptake.v1.ingest_pb2 import IngestRequest
 
 try:
     import fcntl
@@ -38,7 +40,7 @@ CORRUPT_SUFFIX = ".corrupt"
 class SpoolEntry:
     """One spooled batch, locked by this process until done() or release()."""
 
-    def __init__(self, path: Path, handle: BinaryIO, events: list[Event]) -> None:
+    def __init__(self, path: Path, handle: BinaryIO, events: list[Record]) -> None:
         self.path = path
         self._handle = handle
         self.events = events
@@ -67,9 +69,9 @@ class Spool:
         self._counters = counters
         self._sequence = itertools.count()
 
-    def write(self, events: list[Event]) -> None:
+    def write(self, events: list[Record]) -> None:
         """Store a batch; on any failure count its events as spool_full."""
-        payload = IngestRequest(events=events).SerializeToString()
+        payload = IngestRequest(columns=to_columns(events)).SerializeToString()
         data = MAGIC + _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}-{len(events)}"
         temporary = self.directory / f".{name}.tmp"
@@ -170,7 +172,7 @@ class Spool:
         )
 
 
-def _decode(data: bytes) -> list[Event]:
+def _decode(data: bytes) -> list[Record]:
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEADER.size:
         raise ValueError("not a spool file")
     length, checksum = _HEADER.unpack_from(data, len(MAGIC))
@@ -178,7 +180,8 @@ def _decode(data: bytes) -> list[Event]:
     if len(payload) != length or zlib.crc32(payload) != checksum:
         raise ValueError("truncated or damaged")
     try:
-        return list(IngestRequest.FromString(payload).events)
+        # Files of earlier versions hold one message per event; both forms replay.
+        return records_of(IngestRequest.FromString(payload))
     except Exception as error:  # protobuf's DecodeError, whatever the backend
         raise ValueError(f"undecodable: {error}") from None
 

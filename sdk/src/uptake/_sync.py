@@ -6,9 +6,10 @@ import threading
 import time
 
 from uptake._delivery import Sender
-from uptake._event import Pseudonymiser, Record, to_proto
+from uptake._event import Pseudonymiser, Record
 from uptake._spool import Spool
 from uptake._stats import OVERSIZE, Counters, Failure
+from uptake._wire import REQUEST_OVERHEAD_BYTES, pseudonymised, wire_size
 
 
 class SyncDelivery:
@@ -33,14 +34,14 @@ class SyncDelivery:
 
     def send(self, record: Record) -> None:
         """Deliver one event now; with a spool, keep it on disk if the server is unreachable."""
-        event = to_proto(record, self._pseudonymiser)
-        if event.ByteSize() > self._max_batch_bytes:
+        event = pseudonymised(record, self._pseudonymiser)
+        if wire_size(event) > self._max_batch_bytes - REQUEST_OVERHEAD_BYTES:
             self._counters.fail(
                 Failure(
                     outcome=OVERSIZE,
                     count=1,
                     reason=f"the event is over max_batch_bytes ({self._max_batch_bytes:,})",
-                    event_id=event.event_id.hex(),
+                    event_id=event[0].hex(),
                 )
             )
             return

@@ -9,15 +9,13 @@ from collections import deque
 from collections.abc import Callable
 
 from uptake._delivery import Sender
-from uptake._event import Pseudonymiser, Record, to_proto
+from uptake._event import Pseudonymiser, Record
 from uptake._options import Options
 from uptake._spool import Spool
 from uptake._stats import OVERSIZE, SHUTDOWN, Counters, Failure
-from uptake.v1.ingest_pb2 import Event
+from uptake._wire import REQUEST_OVERHEAD_BYTES, pseudonymised, wire_size
 
 log = logging.getLogger("uptake")
-# Bytes a repeated message field adds around each event (tag and length prefix).
-_FRAMING_BYTES = 6
 _REPLAY_FILES_PER_ROUND = 8
 
 
@@ -46,9 +44,9 @@ class Worker:
         self._cv = threading.Condition()
         self._taken = 0  # records taken off the queue
         self._settled = 0  # taken records delivered, dropped or spooled
-        self._held: list[Event] = []  # taken, converted, not yet settled
+        self._held: list[Record] = []  # taken, pseudonymised, not yet settled
         self._held_tried = False  # whether the held events may have been sent already
-        self._sizes: list[int] = []  # encoded size of each held event
+        self._sizes: list[int] = []  # bound of each held event's encoded size
         self._urgent = 0  # flush() calls waiting
         self._deadline: float | None = None
         self._lost_seen = counters.lost()
@@ -196,7 +194,7 @@ class Worker:
             entry.done()
 
     def _take(self) -> None:
-        """Top `_held` up to one batch with records from the queue, as protobuf events."""
+        """Top `_held` up to one batch with records from the queue, ready for the wire."""
         wanted = self._options.batch_size - len(self._held)
         if wanted <= 0 or not self._queue:
             return
@@ -205,27 +203,30 @@ class Worker:
             records = [self._queue.popleft() for _ in range(count)]
             self._taken += count
             self._cv.notify_all()
-        budget = self._options.max_batch_bytes
+        budget = self._options.max_batch_bytes - REQUEST_OVERHEAD_BYTES
+        pseudonymiser = self._pseudonymiser
         for record in records:
-            event = to_proto(record, self._pseudonymiser)
-            size = event.ByteSize() + _FRAMING_BYTES
+            record = pseudonymised(record, pseudonymiser)
+            size = wire_size(record)
             if size > budget:
                 self._counters.fail(
                     Failure(
                         outcome=OVERSIZE,
                         count=1,
-                        reason=f"the event is {size:,} bytes, over max_batch_bytes ({budget:,})",
-                        event_id=event.event_id.hex(),
+                        reason=f"the event is about {size:,} bytes, over max_batch_bytes "
+                        f"({self._options.max_batch_bytes:,}) less {REQUEST_OVERHEAD_BYTES} "
+                        "for the request",
+                        event_id=record[0].hex(),
                     )
                 )
                 self._settle_count(1)
             else:
-                self._held.append(event)
+                self._held.append(record)
                 self._sizes.append(size)
 
     def _batch_length(self) -> int:
         """Return how many held events fit in one request (by count and by bytes)."""
-        budget = self._options.max_batch_bytes
+        budget = self._options.max_batch_bytes - REQUEST_OVERHEAD_BYTES
         total = 0
         for count, size in enumerate(self._sizes[: self._options.batch_size]):
             total += size
@@ -258,7 +259,7 @@ class Worker:
             records = list(self._queue)
             self._queue.clear()
             self._taken += len(records)
-        left = self._held + [to_proto(record, self._pseudonymiser) for record in records]
+        left = self._held + [pseudonymised(record, self._pseudonymiser) for record in records]
         self._held, self._sizes = [], []
         if left and self._spool is not None:
             self._spool.write(left)

@@ -19,7 +19,9 @@ from grpc_status import rpc_status
 from opentelemetry.trace import Tracer
 
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
+from uptake_server.enrich.base import EventFields
 from uptake_server.errors import StoreError, StoreOverloaded, StoreUnavailable
+from uptake_server.ingest.columns import ColumnsProblem, incoming
 from uptake_server.ingest.validation import Limits, batch_id_problem, validate_events
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.model import EventColumns, FailedColumns
@@ -47,7 +49,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         max_events_per_request: int,
         metrics: ServiceMetrics,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        enrich: Callable[[Sequence[ingest_pb2.Event]], None] | None = None,
+        enrich: Callable[[Sequence[EventFields]], None] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self._tracer = tracer
@@ -81,11 +83,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def _ingest(
         self, request: ingest_pb2.IngestRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.IngestResponse:
-        events = request.events
+        try:
+            events = incoming(request)
+        except ColumnsProblem as malformed:
+            _bad_request(malformed.field, malformed.description)
         self._metrics.batch_events.observe(len(events))
         if len(events) > self._max_events:
             _bad_request(
-                "events",
+                "columns" if request.HasField("columns") else "events",
                 f"{len(events)} events in one request; the limit is {self._max_events}",
             )
         problem = batch_id_problem(request.batch_id)
@@ -93,7 +98,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             _bad_request("batch_id", problem)
         with span(self._tracer, "uptake.validate") as validating:
             if self._enrich is not None:
-                self._enrich(events)
+                self._enrich(events.views())
             result = validate_events(
                 events,
                 batch_id=request.batch_id,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol, overload
 
+from uptake_server.ingest.columns import EventMessage, IncomingColumns, Row, from_events
 from uptake_server.model import EventColumns, FailedColumns
 
 MAX_SLUG_CHARS = 64
@@ -46,39 +46,6 @@ CODES = (
 _SLUG = re.compile(r"[a-z][a-z0-9_.\-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DAY_MS = 86_400_000
-
-
-class Repeated(Protocol):
-    """A repeated string field: a protobuf container or a list."""
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[str]: ...
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-
-
-class EventLike(Protocol):
-    """The fields of uptake.v1.Event that validation reads."""
-
-    event_id: bytes
-    occurred_at_ms: int
-    tool: str
-    action: str
-    user_id: str
-    org_unit: str
-    feature: str
-    client: str
-
-    @property
-    def property_keys(self) -> Repeated: ...
-
-    @property
-    def property_values(self) -> Repeated: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +85,7 @@ def batch_id_problem(batch_id: str) -> str | None:
 
 
 def validate_events(
-    events: Sequence[EventLike],
+    events: IncomingColumns | Sequence[EventMessage],
     *,
     batch_id: str,
     now_ms: int,
@@ -126,17 +93,19 @@ def validate_events(
     pseudonymise: Callable[[str], bytes],
 ) -> ValidationResult:
     """Split events into accepted columns and rejections; user ids leave pseudonymised."""
+    incoming = events if isinstance(events, IncomingColumns) else from_events(events)
     newest = now_ms + limits.max_clock_skew_ms
     oldest = now_ms - limits.retention_ms
     failed = FailedColumns()
     rejections: list[Rejection] = []
-    columns = _all_valid(events, newest=newest, oldest=oldest)
-    if columns is None:
-        columns = _Columns()
-        for index, event in enumerate(events):
+    columns = incoming
+    if not _all_valid(incoming, newest=newest, oldest=oldest):
+        columns = IncomingColumns()
+        for index in range(len(incoming)):
+            event = incoming.row(index)
             problem = _event_problem(event, newest=newest, oldest=oldest)
             if problem is None:
-                columns.add(event)
+                columns.append(event)
                 continue
             field, code, reason = problem
             rejections.append(Rejection(index, field, code, reason))
@@ -157,49 +126,18 @@ def validate_events(
     return ValidationResult(out, tuple(rejections), failed)
 
 
-@dataclass(slots=True)
-class _Columns:
-    """Valid events as columns, user ids still raw."""
-
-    event_id: list[bytes] = field(default_factory=list)
-    occurred_at: list[int] = field(default_factory=list)
-    tool: list[str] = field(default_factory=list)
-    action: list[str] = field(default_factory=list)
-    user_id: list[str] = field(default_factory=list)
-    org_unit: list[str] = field(default_factory=list)
-    feature: list[str] = field(default_factory=list)
-    client: list[str] = field(default_factory=list)
-    property_keys: list[list[str]] = field(default_factory=list)
-    property_values: list[list[str]] = field(default_factory=list)
-
-    def add(self, event: EventLike) -> None:
-        self.event_id.append(event.event_id)
-        self.occurred_at.append(event.occurred_at_ms)
-        self.tool.append(event.tool)
-        self.action.append(event.action)
-        self.user_id.append(event.user_id)
-        self.org_unit.append(event.org_unit)
-        self.feature.append(event.feature)
-        self.client.append(event.client)
-        self.property_keys.append(list(event.property_keys))
-        self.property_values.append(list(event.property_values))
-
-
-def _all_valid(events: Sequence[EventLike], *, newest: int, oldest: int) -> _Columns | None:
-    """Return the columns if every event is valid, else None (then check one by one).
+def _all_valid(columns: IncomingColumns, *, newest: int, oldest: int) -> bool:
+    """Tell whether every event is valid (if not, they are checked one by one).
 
     Checks whole columns at once: distinct slugs once each, lengths by min/max,
     control characters by one search over the joined column. Valid batches are
     the common case, and this costs a fraction of the event-by-event path.
     """
-    if not events:
-        return _Columns()
-    ids = [e.event_id for e in events]
-    stamps = [e.occurred_at_ms for e in events]
-    users = [e.user_id for e in events]
-    orgs = [e.org_unit for e in events]
+    if not len(columns):
+        return True
+    stamps, users, orgs = columns.occurred_at, columns.user_id, columns.org_unit
     if (
-        any(len(i) != EVENT_ID_BYTES for i in ids)
+        any(len(i) != EVENT_ID_BYTES for i in columns.event_id)
         or min(stamps) < max(oldest, 1)
         or max(stamps) > newest
         or min(map(len, users)) == 0
@@ -208,31 +146,27 @@ def _all_valid(events: Sequence[EventLike], *, newest: int, oldest: int) -> _Col
         or _CONTROL.search("".join(users))
         or _CONTROL.search("".join(orgs))
     ):
-        return None
-    tools = [e.tool for e in events]
-    actions = [e.action for e in events]
-    features = [e.feature for e in events]
-    clients = [e.client for e in events]
+        return False
     if (
-        any(_slug_problem("tool", t, required=True) for t in set(tools))
-        or any(_slug_problem("action", a, required=True) for a in set(actions))
-        or any(_slug_problem("feature", f, required=False) for f in set(features))
-        or any(_text_problem("client", c, MAX_CLIENT_CHARS, required=False) for c in set(clients))
+        any(_slug_problem("tool", t, required=True) for t in set(columns.tool))
+        or any(_slug_problem("action", a, required=True) for a in set(columns.action))
+        or any(_slug_problem("feature", f, required=False) for f in set(columns.feature))
+        or any(
+            _text_problem("client", c, MAX_CLIENT_CHARS, required=False)
+            for c in set(columns.client)
+        )
     ):
-        return None
-    # A slice copies a repeated field into a list about 40% faster than list().
-    keys = [e.property_keys[:] for e in events]
-    values = [e.property_values[:] for e in events]
-    for k, v in zip(keys, values, strict=True):
+        return False
+    for k, v in zip(columns.property_keys, columns.property_values, strict=True):
         if (k or v) and _properties_problem(k, v) is not None:
-            return None
-    return _Columns(ids, stamps, tools, actions, users, orgs, features, clients, keys, values)
+            return False
+    return True
 
 
 _Problem = tuple[str, str, str]
 
 
-def _event_problem(event: EventLike, *, newest: int, oldest: int) -> _Problem | None:
+def _event_problem(event: Row, *, newest: int, oldest: int) -> _Problem | None:
     if len(event.event_id) != EVENT_ID_BYTES:
         return (
             "event_id",
@@ -261,7 +195,7 @@ def _event_problem(event: EventLike, *, newest: int, oldest: int) -> _Problem | 
         or _text_problem("org_unit", event.org_unit, MAX_ORG_UNIT_CHARS, required=False)
         or _slug_problem("feature", event.feature, required=False)
         or _text_problem("client", event.client, MAX_CLIENT_CHARS, required=False)
-        or _properties_problem(event.property_keys[:], event.property_values[:])
+        or _properties_problem(event.property_keys, event.property_values)
     )
 
 
@@ -344,7 +278,7 @@ def _properties_problem(keys: Sequence[str], values: Sequence[str]) -> _Problem 
 
 def _add_failed(
     failed: FailedColumns,
-    event: EventLike,
+    event: Row,
     index: int,
     problem: _Problem,
     batch_id: str,

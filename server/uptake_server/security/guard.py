@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from uptake.v1 import ingest_pb2
+from uptake_server.ingest.columns import event_count, tools
 from uptake_server.limits import InflightLimits, Ticket
 from uptake_server.metrics import ServiceMetrics
 from uptake_server.security.keyfile import KeyFile
@@ -208,7 +209,7 @@ class IngestGuard(grpc.ServerInterceptor):
         request = decode_request(raw)
         if isinstance(request, Refusal):
             return request
-        if not ticket.add_events(len(request.events)):
+        if not ticket.add_events(event_count(request)):
             return unavailable(
                 f"the server holds its limit of {self._limits.bounds.events} events; retry later",
                 retry_after_seconds=OVERLOAD_RETRY_SECONDS,
@@ -238,19 +239,18 @@ class IngestGuard(grpc.ServerInterceptor):
         allowed = caller.tools
         if allowed is None:
             return None
-        for index, event in enumerate(request.events):
-            tool = event.tool
+        for where, tool in tools(request):
             # An empty tool is left to validation, which rejects it as missing.
             if tool and tool not in allowed:
                 log.debug("key %s refused for tool %.64r", caller.key_id, tool)
                 return permission_denied(
-                    f"this API key may not send events of tool {tool[:64]!r} (events[{index}])"
+                    f"this API key may not send events of tool {tool[:64]!r} ({where})"
                 )
         return None
 
     def _limit_rate(self, caller: Caller, request: ingest_pb2.IngestRequest) -> Refusal | None:
         rate = caller.events_per_second
-        wait = self._rates.take(caller.key_id, len(request.events), rate=rate)
+        wait = self._rates.take(caller.key_id, event_count(request), rate=rate)
         if not wait:
             return None
         limit = rate or self._rates.default_rate

@@ -7,20 +7,43 @@ This walker runs only after such a failure and names the field, for example
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
-_REQUEST_STRINGS = {1: "batch_id"}
-_REQUEST_MESSAGES = {2: "events"}
-_EVENT_STRINGS = {
-    3: "tool",
-    4: "action",
-    5: "user_id",
-    6: "org_unit",
-    7: "feature",
-    8: "client",
-    9: "property_keys",
-    10: "property_values",
-}
-_REPEATED = {2, 9, 10}
+
+
+class _Shape(NamedTuple):
+    """A message's string fields, message fields (with their shapes) and repeated fields."""
+
+    strings: dict[int, str]
+    messages: dict[int, tuple[str, _Shape]]
+    repeated: frozenset[int]
+
+
+_EVENT = _Shape(
+    {
+        3: "tool",
+        4: "action",
+        5: "user_id",
+        6: "org_unit",
+        7: "feature",
+        8: "client",
+        9: "property_keys",
+        10: "property_values",
+    },
+    {},
+    frozenset({9, 10}),
+)
+# Columns name their fields as Event does; the properties come after their counts.
+_COLUMNS = _Shape(
+    {number: name for number, name in _EVENT.strings.items() if number < 9}
+    | {10: "property_keys", 11: "property_values"},
+    {},
+    frozenset(range(1, 12)),
+)
+_REQUEST = _Shape(
+    {1: "batch_id"}, {2: ("events", _EVENT), 4: ("columns", _COLUMNS)}, frozenset({2})
+)
 
 
 class _Broken(Exception):
@@ -33,7 +56,7 @@ class _Broken(Exception):
 def diagnose(data: bytes) -> tuple[str, str]:
     """Return (field, problem) for a request protobuf could not decode."""
     try:
-        _walk(data, "", _REQUEST_STRINGS, _REQUEST_MESSAGES)
+        _walk(data, "", _REQUEST)
     except _Broken as broken:
         return broken.field, broken.problem
     return "", "the request is not a valid uptake.v1.IngestRequest"
@@ -51,9 +74,8 @@ def _varint(data: bytes, pos: int, where: str) -> tuple[int, int]:
     raise _Broken(where or "request", f"{where or 'the request'} has a truncated varint")
 
 
-def _walk(
-    data: bytes, prefix: str, strings: dict[int, str], messages: dict[int, str], depth: int = 0
-) -> None:
+def _walk(data: bytes, prefix: str, shape: _Shape, depth: int = 0) -> None:
+    strings, messages = shape.strings, shape.messages
     counts: dict[int, int] = {}
     pos = 0
     while pos < len(data):
@@ -67,10 +89,10 @@ def _walk(
                 where,
                 f"{where} has field {number} with wire type {wire_type}, which does not exist",
             )
-        name = strings.get(number) or messages.get(number) or f"field {number}"
+        name = strings.get(number) or messages.get(number, (f"field {number}",))[0]
         index = counts.get(number, 0)
         counts[number] = index + 1
-        field = f"{prefix}{name}[{index}]" if number in _REPEATED else f"{prefix}{name}"
+        field = f"{prefix}{name}[{index}]" if number in shape.repeated else f"{prefix}{name}"
         if wire_type == _VARINT:
             _, pos = _varint(data, pos, field)
         elif wire_type in (_I64, _I32):
@@ -89,7 +111,7 @@ def _walk(
                         field, f"{field} is not valid UTF-8 (byte {exc.start} of {size})"
                     ) from None
             elif number in messages:
-                _walk(value, f"{field}.", _EVENT_STRINGS, {}, depth + 1)
+                _walk(value, f"{field}.", messages[number][1], depth + 1)
         elif depth > 50 or wire_type == _EGROUP:
             raise _Broken(field, f"{field} is a group that is unbalanced or nested too deeply")
         else:

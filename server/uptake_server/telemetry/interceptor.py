@@ -20,6 +20,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
 from uptake.v1 import ingest_pb2
+from uptake_server.ingest.columns import event_count
 from uptake_server.ingest.validation import batch_id_problem
 from uptake_server.telemetry import attributes as attr
 from uptake_server.telemetry.context import bind_request_id, new_request_id, unbind_request_id
@@ -135,7 +136,7 @@ def _request_span(
         attr.REQUEST_ID: request_id,
     }
     if isinstance(request, ingest_pb2.IngestRequest):
-        attributes[attr.REQUEST_EVENTS] = len(request.events)
+        attributes[attr.REQUEST_EVENTS] = event_count(request)
     # Only the W3C propagation keys are read from the metadata: never the API key.
     carrier = {key: value for key, value in context.invocation_metadata() or ()}
     with tracer.start_as_current_span(
@@ -168,6 +169,6 @@ def _failed(
 
 
 def _log_answer(code: grpc.StatusCode, request: Any, started: float) -> None:
-    size = len(request.events) if isinstance(request, ingest_pb2.IngestRequest) else 0
+    size = event_count(request) if isinstance(request, ingest_pb2.IngestRequest) else 0
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.debug("Ingest answered %s in %.1f ms (%d events)", code.name, elapsed_ms, size)

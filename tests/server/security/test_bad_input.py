@@ -228,6 +228,16 @@ REQUEST_CASES: list[tuple[str, bytes, grpc.StatusCode, str | None, str]] = [
         "not valid UTF-8",
     ),
     (
+        "invalid UTF-8 in a column-wise user_id",
+        length_delimited(
+            4,
+            length_delimited(5, b"alice") + length_delimited(5, b"b\xffb"),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "columns.user_id[1]",
+        "columns.user_id[1] is not valid UTF-8 (byte 1 of 3)",
+    ),
+    (
         "invalid UTF-8 in batch_id",
         length_delimited(1, b"\xff") + request_of(event().SerializeToString()),
         grpc.StatusCode.INVALID_ARGUMENT,

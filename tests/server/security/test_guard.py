@@ -82,6 +82,26 @@ def test_a_key_writes_its_own_tool_and_nothing_else(
     assert stored_count(secured, "failed_events", "batch_id = 'mixed-denied'") == 0
 
 
+def test_a_key_is_held_to_its_tool_in_column_wise_requests(
+    keys: Keys, secured: Service, channel: grpc.Channel
+) -> None:
+    batch = [event(tool="wiki"), event(tool="wiki"), event(tool="chat")]
+    columns = ingest_pb2.Columns(
+        event_id=[e.event_id for e in batch],
+        occurred_at_ms=[e.occurred_at_ms for e in batch],
+        tool=[e.tool for e in batch],
+        action=[e.action for e in batch],
+        user_id=[e.user_id for e in batch],
+    )
+    request = ingest_pb2.IngestRequest(columns=columns)
+    denied = call_ingest(channel, request, key=keys.wiki)
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert denied.message == "this API key may not send events of tool 'chat' (columns.tool[2])"
+    assert ids_stored(secured, [e.event_id for e in batch]) == 0
+    answer = call_ingest(channel, request, key=keys.every)
+    assert answer.response is not None and answer.response.accepted == 3
+
+
 def test_a_key_for_every_tool_writes_any_tool(
     keys: Keys, secured: Service, channel: grpc.Channel
 ) -> None:

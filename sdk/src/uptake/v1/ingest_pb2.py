@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uptake/v1/ingest.proto\x12\tuptake.v1\"T\n\rIngestRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.uptake.v1.Event\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\xc3\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x0c\x12\x16\n\x0eoccurred_at_ms\x18\x02 \x01(\x03\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08org_unit\x18\x06 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\x12\x0e\n\x06\x63lient\x18\x08 \x01(\t\x12\x15\n\rproperty_keys\x18\t \x03(\t\x12\x17\n\x0fproperty_values\x18\n \x03(\t\"^\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12(\n\nrejections\x18\x03 \x03(\x0b\x32\x14.uptake.v1.Rejection\"G\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t2N\n\rIngestService\x12=\n\x06Ingest\x12\x18.uptake.v1.IngestRequest\x1a\x19.uptake.v1.IngestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uptake/v1/ingest.proto\x12\tuptake.v1\"y\n\rIngestRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.uptake.v1.Event\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12#\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x12.uptake.v1.Columns\"\xde\x01\n\x07\x43olumns\x12\x10\n\x08\x65vent_id\x18\x01 \x03(\x0c\x12\x16\n\x0eoccurred_at_ms\x18\x02 \x03(\x03\x12\x0c\n\x04tool\x18\x03 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x03(\t\x12\x0f\n\x07user_id\x18\x05 \x03(\t\x12\x10\n\x08org_unit\x18\x06 \x03(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x03(\t\x12\x0e\n\x06\x63lient\x18\x08 \x03(\t\x12\x17\n\x0fproperty_counts\x18\t \x03(\r\x12\x15\n\rproperty_keys\x18\n \x03(\t\x12\x17\n\x0fproperty_values\x18\x0b \x03(\t\"\xc3\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x0c\x12\x16\n\x0eoccurred_at_ms\x18\x02 \x01(\x03\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08org_unit\x18\x06 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t\x12\x0e\n\x06\x63lient\x18\x08 \x01(\t\x12\x15\n\rproperty_keys\x18\t \x03(\t\x12\x17\n\x0fproperty_values\x18\n \x03(\t\"^\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12(\n\nrejections\x18\x03 \x03(\x0b\x32\x14.uptake.v1.Rejection\"G\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t2N\n\rIngestService\x12=\n\x06Ingest\x12\x18.uptake.v1.IngestRequest\x1a\x19.uptake.v1.IngestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uptake.v1.ingest_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INGESTREQUEST']._serialized_start=37
-  _globals['_INGESTREQUEST']._serialized_end=121
-  _globals['_EVENT']._serialized_start=124
-  _globals['_EVENT']._serialized_end=319
-  _globals['_INGESTRESPONSE']._serialized_start=321
-  _globals['_INGESTRESPONSE']._serialized_end=415
-  _globals['_REJECTION']._serialized_start=417
-  _globals['_REJECTION']._serialized_end=488
-  _globals['_INGESTSERVICE']._serialized_start=490
-  _globals['_INGESTSERVICE']._serialized_end=568
+  _globals['_INGESTREQUEST']._serialized_end=158
+  _globals['_COLUMNS']._serialized_start=161
+  _globals['_COLUMNS']._serialized_end=383
+  _globals['_EVENT']._serialized_start=386
+  _globals['_EVENT']._serialized_end=581
+  _globals['_INGESTRESPONSE']._serialized_start=583
+  _globals['_INGESTRESPONSE']._serialized_end=677
+  _globals['_REJECTION']._serialized_start=679
+  _globals['_REJECTION']._serialized_end=750
+  _globals['_INGESTSERVICE']._serialized_start=752
+  _globals['_INGESTSERVICE']._serialized_end=830
 # @@protoc_insertion_point(module_scope)

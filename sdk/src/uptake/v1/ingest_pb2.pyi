@@ -34,6 +34,7 @@ class IngestRequest(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """Client-chosen id of this batch, for logs and tracing. At most 64 characters;
     may be empty.
@@ -53,20 +54,105 @@ class IngestRequest(_message.Message):
         (UPTAKE_MAX_MESSAGE_BYTES).
         """
 
+    @_builtins.property
+    def columns(self) -> Global___Columns:
+        """The same events column-wise, the form the Uptake SDK sends: building and
+        reading a few long lists costs a fraction of one message per event (about
+        0.3 us per event each way in Python, against 1.5 us to build and 1.9 us to
+        read Event messages). A request carries its events either in `events` or in
+        `columns`, not both (INVALID_ARGUMENT). Limits, rejections and their
+        indexes are the same in both forms.
+        """
+
     def __init__(
         self,
         *,
         batch_id: _builtins.str = ...,
         events: _abc.Iterable[Global___Event] | None = ...,
         attempt: _builtins.int = ...,
+        columns: Global___Columns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "columns", b"columns", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
+
+@_typing.final
+class Columns(_message.Message):
+    """Events column-wise: entry i of every column belongs to event i, whose fields
+    and limits are those of Event. The request has as many events as its longest
+    per-event column. A per-event column either has one entry per event or is
+    empty, meaning every event left that field empty (then a required field is
+    rejected as missing for each event); any other length makes the whole request
+    INVALID_ARGUMENT, naming the column.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_MS_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    PROPERTY_COUNTS_FIELD_NUMBER: _builtins.int
+    PROPERTY_KEYS_FIELD_NUMBER: _builtins.int
+    PROPERTY_VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def occurred_at_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def tool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def action(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def user_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def org_unit(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def feature(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def client(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def property_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """How many properties each event has (a per-event column). The properties
+        follow one another in property_keys and property_values: event i owns the
+        property_counts[i] entries after those of the events before it. Both lists
+        have exactly sum(property_counts) entries.
+        """
+
+    @_builtins.property
+    def property_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def property_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        event_id: _abc.Iterable[_builtins.bytes] | None = ...,
+        occurred_at_ms: _abc.Iterable[_builtins.int] | None = ...,
+        tool: _abc.Iterable[_builtins.str] | None = ...,
+        action: _abc.Iterable[_builtins.str] | None = ...,
+        user_id: _abc.Iterable[_builtins.str] | None = ...,
+        org_unit: _abc.Iterable[_builtins.str] | None = ...,
+        feature: _abc.Iterable[_builtins.str] | None = ...,
+        client: _abc.Iterable[_builtins.str] | None = ...,
+        property_counts: _abc.Iterable[_builtins.int] | None = ...,
+        property_keys: _abc.Iterable[_builtins.str] | None = ...,
+        property_values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "client", b"client", "event_id", b"event_id", "feature", b"feature", "occurred_at_ms", b"occurred_at_ms", "org_unit", b"org_unit", "property_counts", b"property_counts", "property_keys", b"property_keys", "property_values", b"property_values", "tool", b"tool", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Columns: _TypeAlias = Columns  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
@@ -192,7 +278,7 @@ class Rejection(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """Position of the event in IngestRequest.events (0-based)."""
+    """Position of the event in IngestRequest.events or IngestRequest.columns (0-based)."""
     field: _builtins.str
     """The offending field, for example "tool" or "property_values[3]"."""
     reason: _builtins.str
