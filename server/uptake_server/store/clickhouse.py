@@ -236,7 +236,10 @@ class ClickHouseStore:
     ) -> None:
         """Insert column-oriented rows with a deduplication token, retrying transient failures."""
         client = self.client("writer")
-        settings = {**self.options.insert_settings(), "insert_deduplication_token": token}
+        settings = {
+            **self.options.insert_settings(embedded=self.target.engine == "chdb"),
+            "insert_deduplication_token": token,
+        }
 
         def attempt() -> None:
             context = client.create_insert_context(

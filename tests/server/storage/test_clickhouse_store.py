@@ -6,6 +6,8 @@ import gc
 import os
 import threading
 
+import pytest
+
 from tests.server.storage.conftest import OpenStore, context_for
 from tests.server.storage.rows import NOW_MS, events_of, failed_of
 from uptake_server.model import EVENT_COLUMNS, FailedColumns
@@ -183,3 +185,31 @@ def test_purge_removes_one_user_everywhere_and_reports_it(store: ClickHouseStore
 def test_store_answers_the_health_probe(store: ClickHouseStore) -> None:
     assert store.ping()
     assert "password" not in store.describe()
+
+
+def test_embedded_inserts_run_on_one_thread(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP store sends no thread settings: test_wire checks that.
+    from clickhouse_connect.driver._backend import chdb_backend
+
+    statements: list[str] = []
+    run = chdb_backend.ChdbBackend._run
+
+    def record(self: object, sql: str, *args: object, **kwargs: object) -> object:
+        statements.append(sql.replace(" ", ""))
+        return run(self, sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chdb_backend.ChdbBackend, "_run", record)
+    store = open_store()
+    store.migrate(context_for(store))
+    store.insert(events_of(ALICE, 3), failed_of(ALICE, 1))
+    inserts = [sql for sql in statements if "FROMINFILE" in sql]
+    if store.target.engine != "chdb":
+        assert inserts == []
+        return
+    assert [sql.split("`")[1] for sql in inserts[-2:]] == ["events", "failed_events"]
+    for sql in inserts:
+        assert "max_threads='1'" in sql
+        assert "input_format_parallel_parsing='0'" in sql
+    assert count(store, "events") == 3
