@@ -68,21 +68,20 @@ def provider(sampler: Sampler | None = None) -> tuple[TracerProvider, DropExport
 
 
 def batch(size: int, n: int) -> bytes:
+    """Return a request of `size` new events, column-wise as the SDK sends them."""
     now = int(time.time() * 1000)
-    events = [
-        ingest_pb2.Event(
-            event_id=os.urandom(16),
-            occurred_at_ms=now - 1000,
-            tool="wiki",
-            action="page_edit",
-            user_id=f"user-{i % 97}",
-            org_unit="sales",
-            property_keys=["plan"],
-            property_values=["pro"],
-        )
-        for i in range(size)
-    ]
-    return ingest_pb2.IngestRequest(batch_id=f"bench-{n}", events=events).SerializeToString()
+    columns = ingest_pb2.Columns(
+        event_id=[os.urandom(16) for _ in range(size)],
+        occurred_at_ms=[now - 1000] * size,
+        tool=["wiki"] * size,
+        action=["page_edit"] * size,
+        user_id=[f"user-{i % 97}" for i in range(size)],
+        org_unit=["sales"] * size,
+        property_counts=[1] * size,
+        property_keys=["plan"] * size,
+        property_values=["pro"] * size,
+    )
+    return ingest_pb2.IngestRequest(batch_id=f"bench-{n}", columns=columns).SerializeToString()
 
 
 def timed_calls(target: str, requests: list[bytes]) -> tuple[list[float], float]:
