@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as driver_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
@@ -52,6 +53,10 @@ TRANSIENT_CODES = frozenset(
 )
 RETRY_BASE_SECONDS = 0.2
 HEALTH_ROLE = "health"
+# clickhouse-connect imports pandas (installed with chDB) at the first insert, to ask
+# whether the rows are a DataFrame: 0.2 s and 28 MB of memory kept. The store passes
+# lists only, so it answers as the library does when pandas is missing.
+driver_options.pd = driver_options.pd_time_test = None
 HEALTH_TIMEOUT_SECONDS = 5
 
 

@@ -109,3 +109,35 @@ def test_a_server_store_sends_the_server_nothing(clickhouse_http: ClickHouseHTTP
         assert clickhouse_http.requests(since=mark) == []
     finally:
         store.close()
+
+
+NO_PANDAS = textwrap.dedent(
+    """
+    import sys
+    from tests.server.storage.rows import events_of, failed_of
+    from uptake_server.store import ClickHouseStore, SchemaContext
+    from uptake_server.store.dsn import parse_dsn
+
+    store = ClickHouseStore(parse_dsn(sys.argv[1])[0])
+    store.migrate(SchemaContext())
+    store.insert(events_of(b"\\x07" * 16, 3), failed_of(b"\\x07" * 16, 1))
+    rows = store.query("SELECT count() FROM events")
+    store.close()
+    print(rows[0][0], "pandas" in sys.modules)
+    """
+)
+
+
+def test_inserts_leave_pandas_unloaded(tmp_path: Path) -> None:
+    # clickhouse-connect would import pandas at the first insert and keep its 28 MB.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", NO_PANDAS, f"chdb://{tmp_path / 'store'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["3", "False"]
