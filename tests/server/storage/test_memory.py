@@ -66,6 +66,20 @@ PROBE = textwrap.dedent(
 )
 
 
+def run_python(code: str, *args: str, env: dict[str, str]) -> str:
+    """Run code in a fresh interpreter; return what it printed."""
+    run = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 def test_the_embedded_engine_gives_back_start_up_code_and_freed_pages(tmp_path: Path) -> None:
     import chdb
 
@@ -75,16 +89,7 @@ def test_the_embedded_engine_gives_back_start_up_code_and_freed_pages(tmp_path: 
     for libs in package.parent.glob("chdb*.libs"):
         (tmp_path / libs.name).symlink_to(libs)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    run = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
+    out = json.loads(run_python(PROBE, env=env))
     assert out["engine"].startswith(str(tmp_path))
     # Starting the engine maps about 200 MB of its library; nearly all of it goes (some
     # pages are in use again at once).
@@ -131,13 +136,5 @@ NO_PANDAS = textwrap.dedent(
 def test_inserts_leave_pandas_unloaded(tmp_path: Path) -> None:
     # clickhouse-connect would import pandas at the first insert and keep its 28 MB.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.run(
-        [sys.executable, "-c", NO_PANDAS, f"chdb://{tmp_path / 'store'}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["3", "False"]
+    out = run_python(NO_PANDAS, f"chdb://{tmp_path / 'store'}", env=env)
+    assert out.split() == ["3", "False"]
