@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, overload
 
 from uptake.v1 import ingest_pb2
 
@@ -110,59 +110,43 @@ class IncomingColumns:
         return [FieldView(self, index) for index in range(len(self))]
 
 
+class _Field:
+    """One field of a FieldView's event, read from and written to its column."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, view: None, owner: type) -> _Field: ...
+
+    @overload
+    def __get__(self, view: FieldView, owner: type) -> str: ...
+
+    def __get__(self, view: FieldView | None, owner: type) -> _Field | str:
+        if view is None:
+            return self
+        column: list[str] = getattr(view.columns, self._name)
+        return column[view.index]
+
+    def __set__(self, view: FieldView, value: str) -> None:
+        column: list[str] = getattr(view.columns, self._name)
+        column[view.index] = _text(self._name, value)
+
+
 class FieldView:
     """The fields an enricher may read and fill, written through to the columns."""
 
-    __slots__ = ("_columns", "_index")
+    __slots__ = ("columns", "index")
+
+    user_id = _Field()
+    org_unit = _Field()
+    feature = _Field()
+    tool = _Field()
+    action = _Field()
 
     def __init__(self, columns: IncomingColumns, index: int) -> None:
-        self._columns = columns
-        self._index = index
-
-    @property
-    def user_id(self) -> str:
-        """The raw user id."""
-        return self._columns.user_id[self._index]
-
-    @user_id.setter
-    def user_id(self, value: str) -> None:
-        self._columns.user_id[self._index] = _text("user_id", value)
-
-    @property
-    def org_unit(self) -> str:
-        """The org unit, empty if unknown."""
-        return self._columns.org_unit[self._index]
-
-    @org_unit.setter
-    def org_unit(self, value: str) -> None:
-        self._columns.org_unit[self._index] = _text("org_unit", value)
-
-    @property
-    def feature(self) -> str:
-        """The feature, empty if none."""
-        return self._columns.feature[self._index]
-
-    @feature.setter
-    def feature(self, value: str) -> None:
-        self._columns.feature[self._index] = _text("feature", value)
-
-    @property
-    def tool(self) -> str:
-        """The tool."""
-        return self._columns.tool[self._index]
-
-    @tool.setter
-    def tool(self, value: str) -> None:
-        self._columns.tool[self._index] = _text("tool", value)
-
-    @property
-    def action(self) -> str:
-        """The action."""
-        return self._columns.action[self._index]
-
-    @action.setter
-    def action(self, value: str) -> None:
-        self._columns.action[self._index] = _text("action", value)
+        self.columns = columns
+        self.index = index
 
 
 def _text(name: str, value: object) -> str:
