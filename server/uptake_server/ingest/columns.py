@@ -186,9 +186,14 @@ _PER_EVENT = (
 )
 
 
+def _length(columns: ingest_pb2.Columns) -> int:
+    """Return how many events the columns hold: the length of the longest per-event column."""
+    return max(len(getattr(columns, name)) for name in _PER_EVENT)
+
+
 def from_columns(columns: ingest_pb2.Columns) -> IncomingColumns:
     """Return the columns of a column-wise request; raise ColumnsProblem if they do not line up."""
-    count = max(len(getattr(columns, name)) for name in _PER_EVENT)
+    count = _length(columns)
 
     def column(name: str, empty: object) -> list:  # type: ignore[type-arg]
         values = getattr(columns, name)
@@ -255,11 +260,8 @@ def incoming(request: ingest_pb2.IngestRequest) -> IncomingColumns:
 
 
 def event_count(request: ingest_pb2.IngestRequest) -> int:
-    """Return how many events a request carries (its longest column, or its messages)."""
-    if request.HasField("columns"):
-        columns = request.columns
-        return max(len(getattr(columns, name)) for name in _PER_EVENT) + len(request.events)
-    return len(request.events)
+    """Return how many events a request carries (its longest column, and its messages)."""
+    return _length(request.columns) + len(request.events)
 
 
 def tools(request: ingest_pb2.IngestRequest) -> Iterator[tuple[str, str]]:

@@ -53,11 +53,11 @@ TRANSIENT_CODES = frozenset(
 )
 RETRY_BASE_SECONDS = 0.2
 HEALTH_ROLE = "health"
+HEALTH_TIMEOUT_SECONDS = 5
 # clickhouse-connect imports pandas (installed with chDB) at the first insert, to ask
 # whether the rows are a DataFrame: 0.2 s and 28 MB of memory kept. The store passes
 # lists only, so it answers as the library does when pandas is missing.
 driver_options.pd = driver_options.pd_time_test = None
-HEALTH_TIMEOUT_SECONDS = 5
 
 
 class ClickHouseStore:
