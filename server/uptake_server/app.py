@@ -152,6 +152,7 @@ class Service:
             raise
         self._prober = threading.Thread(target=self._probe, name="uptake-health", daemon=True)
         self._roller = threading.Thread(target=self._roll_up, name="uptake-rollup", daemon=True)
+        self._trimmer = threading.Thread(target=self._trim, name="uptake-memory", daemon=True)
 
     @property
     def grpc_target(self) -> str:
@@ -176,10 +177,12 @@ class Service:
         self.server.start()
         self._prober.start()
         self._roller.start()
+        if self.settings.memory_trim_interval_ms:
+            self._trimmer.start()
         if self.kpi is not None:
             self.kpi.start()
         try:
-            released = self.store.trim_memory(code=True)
+            released = self.store.trim_memory(code="evict")
         except StoreError as exc:
             log.warning("giving the engine's unused memory back failed: %s", exc)
         else:
@@ -198,11 +201,27 @@ class Service:
             try:
                 if self.store.roll_up():
                     self.metrics.rollup_duration.observe(time.perf_counter() - started)
-                # What the engine's inserts, merges and queries freed goes back now.
-                self.store.trim_memory()
             except StoreError as exc:
                 log.warning("roll-up failed (retrying in %.1f s): %s", interval, exc)
             self.metrics.rollup_pending.set(self.store.rollup_pending)
+
+    def _trim(self) -> None:
+        """Give back what the embedded engine holds unused (store/memory.py): the pages
+        its inserts, merges and queries freed, every interval; the code mapped since the
+        last time, every code interval."""
+        interval = self.settings.memory_trim_interval_ms / 1000
+        code_interval = self.settings.code_unmap_interval_seconds
+        code_due = time.monotonic() + code_interval
+        while not self._stopped.wait(interval):
+            unmap = bool(code_interval) and time.monotonic() >= code_due
+            try:
+                released = self.store.trim_memory(code="unmap" if unmap else "")
+            except StoreError as exc:
+                log.warning("giving the engine's unused memory back failed: %s", exc)
+                continue
+            if unmap:
+                code_due = time.monotonic() + code_interval
+                log.debug("unmapped %.1f MB of the store engine's code", released / 2**20)
 
     def _set_health(self, up: bool) -> None:
         if self._stopped.is_set():
@@ -233,7 +252,7 @@ class Service:
         self.committer.close()
         if self.kpi is not None:
             self.kpi.stop()
-        for thread in (self._prober, self._roller):
+        for thread in (self._prober, self._roller, self._trimmer):
             if thread.is_alive():
                 thread.join()
         if self._metrics_http is not None:

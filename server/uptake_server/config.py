@@ -79,6 +79,16 @@ class Settings:
         1000,
         "embedded store: how often new events are rolled up into the derived tables",
     )
+    memory_trim_interval_ms: int = _setting(
+        "UPTAKE_MEMORY_TRIM_INTERVAL_MS",
+        250,
+        "embedded store: how often the engine hands back the pages it freed (0: never)",
+    )
+    code_unmap_interval_seconds: float = _setting(
+        "UPTAKE_CODE_UNMAP_INTERVAL_SECONDS",
+        5.0,
+        "embedded store: how often the engine's code mapped since is unmapped (0: never)",
+    )
     grpc_workers: int = _setting("UPTAKE_GRPC_WORKERS", 32, "gRPC handler threads")
     health_interval_seconds: float = _setting(
         "UPTAKE_HEALTH_INTERVAL_SECONDS", 5.0, "how often the store is probed"
@@ -196,6 +206,8 @@ class Settings:
         for name in (
             "max_clock_skew_seconds",
             "commit_max_delay_ms",
+            "memory_trim_interval_ms",
+            "code_unmap_interval_seconds",
             "shutdown_delay_seconds",
             "shutdown_grace_seconds",
         ):

@@ -24,9 +24,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError,
 from uptake_server import __version__
 from uptake_server.errors import StoreError, StoreLocked, StoreUnavailable
 from uptake_server.model import EVENT_COLUMNS, FAILED_COLUMNS, EventColumns, FailedColumns
+from uptake_server.store import memory
 from uptake_server.store.dsn import StoreOptions, StoreTarget
 from uptake_server.store.lock import DirectoryLock
-from uptake_server.store.memory import PURGE_SQL, engine_library_dir, release_code_pages
 from uptake_server.store.rollup import DUPLICATE_FILTER, Rollup, slice_condition
 from uptake_server.store.rollup import ROLE as ROLLUP_ROLE
 from uptake_server.store.schema import SEQ_COLUMN, SchemaContext
@@ -323,12 +323,14 @@ class ClickHouseStore:
         rollup = self._loaded_rollup()
         return rollup.run() if rollup is not None else 0
 
-    def trim_memory(self, *, code: bool = False) -> int:
+    def trim_memory(self, *, code: memory.CodeRelease = "") -> int:
         """Give back what the embedded engine holds unused; see store/memory.py."""
         if self.target.engine != "chdb":
             return 0
-        self.command(PURGE_SQL, role=ROLLUP_ROLE)
-        return release_code_pages(engine_library_dir()) if code else 0
+        self.command(memory.PURGE_SQL, role=memory.ROLE)
+        if code == "evict":
+            return memory.release_code_pages(memory.engine_library_dir())
+        return memory.code_mappings().unmap() if code == "unmap" else 0
 
     def _loaded_rollup(self) -> Rollup | None:
         """Return the embedded store's roll-up, its state read (None on a server)."""

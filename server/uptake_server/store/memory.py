@@ -8,7 +8,11 @@ server uses:
   250 MB of it (thousands of functions, formats and settings registered once), and the
   kernel keeps every page it mapped. `release_code_pages()` asks it to reclaim the
   library's read-only pages (madvise MADV_PAGEOUT, Linux 5.4 or later); the pages in
-  use come back on their next use, the start-up ones stay out.
+  use come back on their next use, the start-up ones stay out. Under load, code used
+  once in a while (a KPI refresh, a merge of another table) comes back and stays
+  mapped too: `CodeMappings.unmap()` drops this process's mappings of the library's
+  clean pages (MADV_DONTNEED) and leaves the pages in the page cache, so what is in
+  use is mapped again by a minor fault, without reading the disk.
 - Freed pages. The engine's allocator (jemalloc) keeps the pages its inserts, merges
   and queries freed, for reuse, for several seconds. `PURGE_SQL` hands them back now.
 """
@@ -17,15 +21,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
+# "evict": the start-up code, out of the page cache too; "unmap": code mapped since.
+CodeRelease = Literal["", "evict", "unmap"]
+# The store's client for these statements, apart from the roll-up's and the writer's.
+ROLE = "memory"
+MADV_DONTNEED = 4
 MADV_PAGEOUT = 21
 PURGE_SQL = "SYSTEM JEMALLOC PURGE"
 MAPS = Path("/proc/self/maps")
+SMAPS = Path("/proc/self/smaps")
 
 
 def engine_library_dir() -> Path:
@@ -55,8 +67,7 @@ def release_code_pages(directory: Path) -> int:
         maps = MAPS.read_text()
     except OSError:
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc = _libc()
     prefix = f"{directory}{os.sep}"
     before = resident_bytes()
     for line in maps.splitlines():
@@ -69,3 +80,70 @@ def release_code_pages(directory: Path) -> int:
             log.debug("madvise(MADV_PAGEOUT) failed: %s", os.strerror(ctypes.get_errno()))
             return 0
     return max(0, before - resident_bytes())
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def clean_file_ranges(smaps: str, directory: Path) -> list[tuple[int, int]]:
+    """Return the address ranges of read-only mappings of files under `directory` that
+    hold no private copies (`Anonymous: 0 kB`), from the text of /proc/<pid>/smaps.
+
+    Only such pages are the file's own: dropping them loses nothing. A read-only
+    mapping with anonymous pages (relocations written at load, then write-protected)
+    would lose its writes, so it is never a candidate.
+    """
+    prefix = f"{directory}{os.sep}"
+    ranges: list[tuple[int, int]] = []
+    candidate: tuple[int, int] | None = None
+    for line in smaps.splitlines():
+        fields = line.split(maxsplit=5)
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping's header: address perms offset dev inode path
+            candidate = None
+            if len(fields) == 6 and "w" not in fields[1] and fields[5].startswith(prefix):
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                candidate = (start, end)
+        elif fields[0] == "Anonymous:" and candidate is not None:
+            if int(fields[1]) == 0:
+                ranges.append(candidate)
+            candidate = None
+    return ranges
+
+
+class CodeMappings:
+    """The engine library's clean read-only mappings in this process, found once.
+
+    The library's mappings do not change once it is loaded, so /proc/self/smaps (slow
+    to read: the kernel walks every page) is read only here; `unmap()` is then one
+    madvise per mapping.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            smaps = SMAPS.read_text()
+        except OSError:
+            smaps = ""
+        self.ranges = clean_file_ranges(smaps, directory)
+        self._libc = _libc() if self.ranges else None
+
+    def unmap(self) -> int:
+        """Drop this process's mappings of the pages; return the resident bytes that went."""
+        if self._libc is None:
+            return 0
+        before = resident_bytes()
+        for start, end in self.ranges:
+            if self._libc.madvise(start, end - start, MADV_DONTNEED) != 0:
+                log.debug("madvise(MADV_DONTNEED) failed: %s", os.strerror(ctypes.get_errno()))
+                return 0
+        return max(0, before - resident_bytes())
+
+
+@functools.cache
+def code_mappings() -> CodeMappings:
+    """Return the engine library's clean mappings in this process (found at the first call)."""
+    return CodeMappings(engine_library_dir())

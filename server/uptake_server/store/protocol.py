@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from uptake_server.model import EventColumns, FailedColumns
+from uptake_server.store.memory import CodeRelease
 from uptake_server.store.schema import SchemaContext
 
 
@@ -37,9 +38,10 @@ class EventStore(Protocol):
         """Return the events committed and not yet rolled up."""
         ...
 
-    def trim_memory(self, *, code: bool = False) -> int:
-        """Give back memory the store's engine holds without using it (freed pages; with
-        `code`, its start-up code pages too); return the code bytes released."""
+    def trim_memory(self, *, code: CodeRelease = "") -> int:
+        """Give back memory the store's engine holds without using it: freed pages, and
+        with `code` its code pages too ("evict": out of the page cache as well, for the
+        start-up code; "unmap": this process's mappings only); return the code bytes."""
         ...
 
     def describe(self) -> str:

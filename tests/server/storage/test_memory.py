@@ -8,16 +8,24 @@ fixture) has the engine's library loaded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from tests.server.test_service import settings_for
 from tests.support.clickhouse_http import ClickHouseHTTP
+from uptake_server.app import Service
 from uptake_server.store import ClickHouseStore
 from uptake_server.store.dsn import parse_dsn
+from uptake_server.store.memory import clean_file_ranges
 
 MB = 2**20
 
@@ -50,11 +58,24 @@ PROBE = textwrap.dedent(
     import chdb
     out = {"engine": chdb.__file__, "file_before": status("RssFile")}
     out["private_before"] = private_code()
-    out["released"] = store.trim_memory(code=True)
+    out["released"] = store.trim_memory(code="evict")
     out["file_after"] = status("RssFile")
     out["private_after"] = private_code()
     # The engine still works: its code comes back as it is used.
     out["count"] = store.query("SELECT count() FROM numbers(1000) WHERE number % 7 = 0")[0][0]
+    # What that query mapped again is unmapped; relocated read-only pages are left alone
+    # (dropping them would crash the engine at its next query).
+    from uptake_server.store import memory
+    mappings = memory.code_mappings()
+    out["clean"] = len(mappings.ranges)
+    out["read_only"] = sum(
+        1 for line in open("/proc/self/maps")
+        if "/chdb/" in line and "w" not in line.split()[1]
+    )
+    out["file_before_unmap"] = status("RssFile")
+    out["unmapped"] = store.trim_memory(code="unmap")
+    out["file_after_unmap"] = status("RssFile")
+    out["count_after_unmap"] = store.query("SELECT sum(number) FROM numbers(1000)")[0][0]
     anon_before_query = status("RssAnon")
     store.query("SELECT length(groupArray(number)) FROM numbers(20000000)")
     out["anon_grown"] = status("RssAnon") - anon_before_query
@@ -98,6 +119,12 @@ def test_the_embedded_engine_gives_back_start_up_code_and_freed_pages(tmp_path: 
     assert out["released"] > out["private_before"] * 0.8
     assert out["file_before"] - out["file_after"] >= out["released"] - 2 * MB
     assert out["count"] == 143
+    # Unmapping: the query's code went (the pages stay cached), the relocated mappings
+    # stayed, and the engine still answers.
+    assert 0 < out["clean"] < out["read_only"]
+    assert out["unmapped"] > 1 * MB
+    assert out["file_before_unmap"] - out["file_after_unmap"] >= out["unmapped"] - 2 * MB
+    assert out["count_after_unmap"] == 499500
     # A query that builds a 160 MB array: its pages stay with the allocator until purged.
     assert out["anon_grown"] > 100 * MB
     assert out["anon_after_trim"] < out["anon_grown"] / 4
@@ -110,7 +137,8 @@ def test_a_server_store_sends_the_server_nothing(clickhouse_http: ClickHouseHTTP
     try:
         store.query("SELECT 1")
         mark = clickhouse_http.mark()
-        assert store.trim_memory(code=True) == 0
+        assert store.trim_memory(code="evict") == 0
+        assert store.trim_memory(code="unmap") == 0
         assert clickhouse_http.requests(since=mark) == []
     finally:
         store.close()
@@ -138,3 +166,71 @@ def test_inserts_leave_pandas_unloaded(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = run_python(NO_PANDAS, f"chdb://{tmp_path / 'store'}", env=env)
     assert out.split() == ["3", "False"]
+
+
+SMAPS = """\
+00400000-00500000 r--p 00000000 fd:01 11 /opt/engine/lib.so
+Rss:                 100 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+00500000-00900000 r-xp 00100000 fd:01 11 /opt/engine/lib.so
+Rss:                2048 kB
+Anonymous:             0 kB
+00900000-00a00000 r--p 00500000 fd:01 11 /opt/engine/lib.so
+Rss:                 512 kB
+Anonymous:           512 kB
+00a00000-00b00000 rw-p 00600000 fd:01 11 /opt/engine/lib.so
+Anonymous:             0 kB
+00b00000-00c00000 r-xp 00000000 fd:01 12 /opt/engine-old/lib.so
+Anonymous:             0 kB
+00c00000-00d00000 r-xp 00000000 fd:01 13 /opt/engine/helper lib.so
+Anonymous:             0 kB
+00d00000-00e00000 rw-p 00000000 00:00 0
+Anonymous:           128 kB
+"""
+
+
+def test_only_clean_read_only_mappings_of_the_engine_are_unmapped() -> None:
+    # Relocated (anonymous) and writable pages, and other files, are never dropped.
+    assert clean_file_ranges(SMAPS, Path("/opt/engine")) == [
+        (0x400000, 0x500000),
+        (0x500000, 0x900000),
+        (0xC00000, 0xD00000),
+    ]
+    assert clean_file_ranges("", Path("/opt/engine")) == []
+
+
+def trimmers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "uptake-memory"]
+
+
+def test_the_service_trims_the_engine_memory_in_the_background(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(
+        tmp_path / "var",
+        memory_trim_interval_ms=20,
+        code_unmap_interval_seconds=0.05,
+        kpi_enabled=False,
+    )
+    service = Service(settings)
+    with caplog.at_level(logging.DEBUG, logger="uptake_server.app"):
+        service.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not any("unmapped" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "no code unmapped within 10 s"
+                time.sleep(0.02)
+            assert len(trimmers()) == 1
+        finally:
+            service.stop()
+    assert trimmers() == []
+
+
+def test_a_zero_trim_interval_starts_no_trimmer(tmp_path: Path) -> None:
+    service = Service(settings_for(tmp_path / "var", memory_trim_interval_ms=0, kpi_enabled=False))
+    service.start()
+    try:
+        assert trimmers() == []
+    finally:
+        service.stop()
