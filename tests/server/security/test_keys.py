@@ -52,7 +52,7 @@ def test_only_the_exact_live_key_verifies(tmp_path: Path) -> None:
     other, gone = file.create(name="b", tools=["wiki"])
     file.revoke(gone.id)
     keys = file.load()
-    secret = key.rsplit("_", 1)[1]
+    secret = key.split("_", 2)[2]
     wrong = [
         "",
         key + "x",
