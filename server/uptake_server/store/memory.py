@@ -67,25 +67,32 @@ def release_code_pages(directory: Path) -> int:
         maps = MAPS.read_text()
     except OSError:
         return 0
-    libc = _libc()
     prefix = f"{directory}{os.sep}"
-    before = resident_bytes()
+    ranges = []
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or "w" in fields[1] or not fields[5].startswith(prefix):
-            continue
-        start, end = (int(address, 16) for address in fields[0].split("-"))
-        if libc.madvise(start, end - start, MADV_PAGEOUT) != 0:
-            # EINVAL: a kernel older than 5.4. Nothing is lost but the saving.
-            log.debug("madvise(MADV_PAGEOUT) failed: %s", os.strerror(ctypes.get_errno()))
-            return 0
-    return max(0, before - resident_bytes())
+        if len(fields) == 6 and "w" not in fields[1] and fields[5].startswith(prefix):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            ranges.append((start, end))
+    # EINVAL: a kernel older than 5.4. Nothing is lost but the saving.
+    return _advise(ranges, MADV_PAGEOUT)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc
+
+
+def _advise(ranges: list[tuple[int, int]], advice: int) -> int:
+    """madvise each range; return the resident bytes that went (0 if the kernel refused)."""
+    before = resident_bytes()
+    for start, end in ranges:
+        if _libc().madvise(start, end - start, advice) != 0:
+            log.debug("madvise(%d) failed: %s", advice, os.strerror(ctypes.get_errno()))
+            return 0
+    return max(0, before - resident_bytes())
 
 
 def clean_file_ranges(smaps: str, directory: Path) -> list[tuple[int, int]]:
@@ -129,18 +136,10 @@ class CodeMappings:
         except OSError:
             smaps = ""
         self.ranges = clean_file_ranges(smaps, directory)
-        self._libc = _libc() if self.ranges else None
 
     def unmap(self) -> int:
         """Drop this process's mappings of the pages; return the resident bytes that went."""
-        if self._libc is None:
-            return 0
-        before = resident_bytes()
-        for start, end in self.ranges:
-            if self._libc.madvise(start, end - start, MADV_DONTNEED) != 0:
-                log.debug("madvise(MADV_DONTNEED) failed: %s", os.strerror(ctypes.get_errno()))
-                return 0
-        return max(0, before - resident_bytes())
+        return _advise(self.ranges, MADV_DONTNEED)
 
 
 @functools.cache
