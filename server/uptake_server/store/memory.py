@@ -68,14 +68,19 @@ def release_code_pages(directory: Path) -> int:
     except OSError:
         return 0
     prefix = f"{directory}{os.sep}"
-    ranges = []
-    for line in maps.splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and "w" not in fields[1] and fields[5].startswith(prefix):
-            start, end = (int(address, 16) for address in fields[0].split("-"))
-            ranges.append((start, end))
+    found = (_read_only_range(line.split(maxsplit=5), prefix) for line in maps.splitlines())
+    ranges = [found_range for found_range in found if found_range is not None]
     # EINVAL: a kernel older than 5.4. Nothing is lost but the saving.
     return _advise(ranges, MADV_PAGEOUT)
+
+
+def _read_only_range(header: list[str], prefix: str) -> tuple[int, int] | None:
+    """Return the addresses of a mapping (a maps line, split) of a file under `prefix`
+    that this process cannot write; None for any other mapping."""
+    if len(header) == 6 and "w" not in header[1] and header[5].startswith(prefix):
+        start, end = (int(address, 16) for address in header[0].split("-"))
+        return start, end
+    return None
 
 
 @functools.cache
@@ -111,10 +116,7 @@ def clean_file_ranges(smaps: str, directory: Path) -> list[tuple[int, int]]:
         if not fields:
             continue
         if not fields[0].endswith(":"):  # a mapping's header: address perms offset dev inode path
-            candidate = None
-            if len(fields) == 6 and "w" not in fields[1] and fields[5].startswith(prefix):
-                start, end = (int(address, 16) for address in fields[0].split("-"))
-                candidate = (start, end)
+            candidate = _read_only_range(fields, prefix)
         elif fields[0] == "Anonymous:" and candidate is not None:
             if int(fields[1]) == 0:
                 ranges.append(candidate)
