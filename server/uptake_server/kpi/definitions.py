@@ -134,9 +134,39 @@ class QueryContext:
             "registered_tools": sorted(self.registry.tools),
         }
 
-    def raw_current_hour(self, columns: str) -> str:
-        """Return a SELECT of raw events in the current, partial hour up to `now`."""
-        return (
-            f"SELECT {columns} FROM events "
-            f"WHERE occurred_at >= toStartOfHour({self.now_sql}) AND occurred_at <= {self.now_sql}"
+    def hour_slice(self, hour: str, *, after: str | None = None, upto: str | None = None) -> str:
+        """Return a SELECT of one hour's activity in (`after`, `upto`], exact at both bounds.
+
+        `hour` is a SQL expression of the hour's start. Columns, as in `kpi_user_hours`:
+        tool, user_id, org_unit, action, feature, first_at, last_at, events. Hourly rows
+        wholly inside the bounds come from the aggregate; raw events are read only for
+        the (tool, org unit, person, action, feature) whose hourly row spans a bound,
+        so the cost does not grow with the hour's events.
+        """
+        if after is None and upto is None:
+            raise ValueError("an hour slice needs a bound: use kpi_user_hours for whole hours")
+        key = "(tool, org_unit, user_id, action, feature)"
+        spans = " OR ".join(
+            f"(first_at <= {bound} AND last_at > {bound})" for bound in (after, upto) if bound
         )
+        straddling = f"SELECT {key} FROM kpi_user_hours WHERE hour = {hour} AND ({spans})"
+        inside = [f"hour = {hour}", f"{key} NOT IN ({straddling})"]
+        raw = [f"occurred_at >= {hour}", f"occurred_at < {hour} + INTERVAL 1 HOUR"]
+        if after is not None:
+            inside.append(f"first_at > {after}")
+            raw.append(f"occurred_at > {after}")
+        if upto is not None:
+            inside.append(f"last_at <= {upto}")
+            raw.append(f"occurred_at <= {upto}")
+        columns = "tool, user_id, org_unit, action, feature"
+        return (
+            f"SELECT {columns}, first_at, last_at, events FROM kpi_user_hours "
+            f"WHERE {' AND '.join(inside)}\n"
+            f"UNION ALL SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, "
+            f"toUInt64(1) AS events FROM events "
+            f"WHERE {' AND '.join(raw)} AND {key} IN ({straddling})"
+        )
+
+    def current_hour(self) -> str:
+        """Return `hour_slice` of the current, partial hour up to `now`."""
+        return self.hour_slice(f"toStartOfHour({self.now_sql})", upto=self.now_sql)

@@ -57,15 +57,16 @@ FROM (
     WHERE hour >= toStartOfHour({since}) AND hour < toStartOfHour({ctx.now_sql})
       AND last_at > {since} AND {where}
     UNION ALL
-    SELECT tool, user_id FROM ({ctx.raw_current_hour("tool, user_id, action")}) WHERE {where}
+    SELECT tool, user_id FROM ({ctx.current_hour()}) WHERE {where}
 )
 GROUP BY tool"""
 
 
 def _events_per_day_sql(ctx: QueryContext, where: str) -> str:
-    # Whole hours from the aggregate; the two partial hours at the window's
-    # edges from raw events.
+    # Whole hours from the aggregate; the two partial hours at the window's edges
+    # as hour slices (raw events only where an hourly row spans an edge).
     since, now = ctx.since_sql(1), ctx.now_sql
+    first = ctx.hour_slice(f"toStartOfHour({since})", after=since)
     return f"""
 SELECT tool, {_NULL_UNIT} AS org_unit, [] AS labels, toFloat64(sum(n)) AS num, 1.0 AS den
 FROM (
@@ -73,10 +74,8 @@ FROM (
     WHERE hour > toStartOfHour({since}) AND hour < toStartOfHour({now}) AND {where}
     GROUP BY tool
     UNION ALL
-    SELECT tool, count() AS n FROM events
-    WHERE ((occurred_at > {since} AND occurred_at < toStartOfHour({since}) + INTERVAL 1 HOUR)
-        OR (occurred_at >= toStartOfHour({now}) AND occurred_at <= {now}))
-      AND {where}
+    SELECT tool, sum(events) AS n FROM ({first} UNION ALL {ctx.current_hour()})
+    WHERE {where}
     GROUP BY tool
 )
 GROUP BY tool"""

@@ -1,10 +1,11 @@
 """The per-person snapshot every built-in KPI reads: one row per (tool, user) active in 28 days.
 
 Built once per refresh, as a materialized CTE named `user_snapshot`, from the
-hourly aggregate (`kpi_user_hours`) for whole hours and from raw events only for
-the current, partial hour. Each hourly row keeps the first and last event time of
-its hour, which is enough to place activity exactly at window boundaries:
+hourly aggregate (`kpi_user_hours`). Each hourly row keeps the first and last event
+time of its hour, which is enough to place activity exactly at window boundaries:
 "an event in (a, b]" is `last_at > a AND first_at <= b` for spans of an hour or more.
+The current, partial hour is `QueryContext.current_hour`: its hourly rows up to now,
+and raw events only of the rows that also hold events after now.
 
 Columns:
     tool, user_id
@@ -56,9 +57,7 @@ FROM (
         WHERE hour >= toStartOfHour({t28}) AND hour < toStartOfHour({ctx.now_sql})
           AND last_at > {t28}
         UNION ALL
-        SELECT {columns}, occurred_at AS first_at, occurred_at AS last_at, {q} AS q
-        FROM events
-        WHERE occurred_at >= toStartOfHour({ctx.now_sql}) AND occurred_at <= {ctx.now_sql}
+        SELECT {columns}, first_at, last_at, {q} AS q FROM ({ctx.current_hour()})
     )
     GROUP BY tool, user_id, org_unit
 )

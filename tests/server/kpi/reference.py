@@ -116,7 +116,24 @@ def reference_rows(
         if stamps:
             out[("last_event_timestamp_seconds", tool, None, ())] = (max(stamps) / 1000, 1.0)
     _retention(events, q, first_q, now_ms, out)
+    _declared(events, registry, now_ms, out)
     return out
+
+
+def _declared(events, registry, now_ms, out) -> None:  # type: ignore[no-untyped-def]
+    for kpi in registry.kpis:
+        days = WINDOWS[kpi.window] if kpi.kind == "users" else 1
+        hits = [
+            e
+            for e in events
+            if e.action == kpi.action
+            and kpi.tool in (None, e.tool)
+            and now_ms - days * DAY_MS < e.ts <= now_ms
+        ]
+        for tool in {e.tool for e in hits}:
+            mine = [e for e in hits if e.tool == tool]
+            n = len({e.user for e in mine}) if kpi.kind == "users" else len(mine)
+            out[(kpi.name, tool, None, ())] = (n, 1.0)
 
 
 def _retention(events, q, first_q, now_ms, out) -> None:  # type: ignore[no-untyped-def]

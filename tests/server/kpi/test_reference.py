@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections.abc import Sequence
+from itertools import pairwise
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,13 +29,30 @@ REGISTRY = parse_registry(
                 "adoption_target": 0.5,
             },
             "crm": {"licensed_seats": 50, "features": ["reports"]},
-        }
+        },
+        "kpis": [
+            {
+                "name": "editors",
+                "help": "People who edited.",
+                "kind": "users",
+                "action": "edit",
+                "window": "7d",
+            },
+            {
+                "name": "chat_views_per_day",
+                "help": "Chat views.",
+                "kind": "events_per_day",
+                "action": "view",
+                "tool": "chat",
+            },
+        ],
     }
 )
 
 # Offsets that sit on and next to every boundary the definitions have.
 _EDGES = [d * DAY_MS + e for d in (0, 1, 7, 14, 28) for e in (-1, 0, 1)]
-_EDGES += [NOW_MS % HOUR_MS + e for e in (-1, 0, 1)]  # the current hour's start
+# The starts of the current hour and of the hour 24 hours ago.
+_EDGES += [d * DAY_MS + NOW_MS % HOUR_MS + e for d in (0, 1) for e in (-1, 0, 1)]
 _offsets = st.one_of(
     st.sampled_from(_EDGES),
     st.integers(min_value=-4 * 60_000, max_value=45 * DAY_MS),
@@ -49,9 +68,15 @@ _events = st.builds(
 )
 
 
-def check(store: KpiStore, events: list[Ev], now_ms: int = NOW_MS) -> None:
+def check(
+    store: KpiStore, events: list[Ev], now_ms: int = NOW_MS, *, cuts: Sequence[int] = ()
+) -> None:
+    """Compare with the reference; `cuts` split the events into inserts rolled up apart."""
     store.reset()
-    store.insert(events)
+    bounds = [0, *sorted(cuts), len(events)]
+    for start, end in pairwise(bounds):
+        store.insert(events[start:end])
+        store.store.roll_up()  # each insert its own hourly rows, merged or not
     got = store.rows(REGISTRY, now_ms)
     want = reference_rows(events, REGISTRY, now_ms)
     assert set(got) == set(want), set(got) ^ set(want)
@@ -63,9 +88,11 @@ def check(store: KpiStore, events: list[Ev], now_ms: int = NOW_MS) -> None:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(events=st.lists(_events, max_size=40))
-def test_every_kpi_matches_the_reference(kpi_store: KpiStore, events: list[Ev]) -> None:
-    check(kpi_store, events)
+@given(events=st.lists(_events, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=3))
+def test_every_kpi_matches_the_reference(
+    kpi_store: KpiStore, events: list[Ev], cuts: list[int]
+) -> None:
+    check(kpi_store, events, cuts=[min(c, len(events)) for c in cuts])
 
 
 def ev(
@@ -103,6 +130,28 @@ def test_window_boundaries_are_exclusive_at_the_start_and_inclusive_at_now(
     assert got[("active_users", "chat", None, ("1d",))][0] == 2
     assert got[("active_users", "chat", None, ("28d",))][0] == 3
     check(empty_store, events)
+
+
+def test_hourly_rows_that_span_now_or_the_day_window_start_are_exact(
+    empty_store: KpiStore,
+) -> None:
+    # The same (tool, person, org unit, action, feature) before and after a bound in
+    # one hour: its hourly row spans the bound, so only its raw events can say which
+    # side each event is on. Inserts rolled up apart leave partial hourly rows.
+    events = [
+        ev(2, user=1),  # 2 ms before now
+        ev(DAY_MS - 1, user=2),  # 1 ms after the 24-hour window's start: inside
+        ev(1, user=1),
+        ev(-1, user=1),  # after now: in the same hourly row, outside every window
+        ev(DAY_MS + 1, user=2),  # before the window's start, same hourly row
+        ev(-2, user=3),  # only after now
+    ]
+    cuts = [2]
+    check(empty_store, events, cuts=cuts)
+    got = empty_store.rows(REGISTRY, NOW_MS)
+    assert got[("chat_views_per_day", "chat", None, ())] == (3.0, 1.0)
+    assert got[("active_users", "chat", None, ("1d",))][0] == 2
+    assert got[("last_event_timestamp_seconds", "chat", None, ())][0] == (NOW_MS - 1) / 1000
 
 
 def test_a_user_in_two_org_units_counts_once_in_the_latest(empty_store: KpiStore) -> None:
