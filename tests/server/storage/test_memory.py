@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -234,3 +235,70 @@ def test_a_zero_trim_interval_starts_no_trimmer(tmp_path: Path) -> None:
         assert trimmers() == []
     finally:
         service.stop()
+
+
+def merge_peak(store: ClickHouseStore, table: str) -> float:
+    """Merge a table's parts into one; return the merge's peak memory in MB."""
+    peak, done = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for (memory,) in store.query(
+                "SELECT memory_usage FROM system.merges WHERE table = {t:String}",
+                {"t": table},
+                role="health",
+            ):
+                peak[0] = max(peak[0], memory / MB)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        store.command(f"SYSTEM START MERGES {table}")
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0]
+
+
+def test_embedded_events_are_merged_in_small_blocks(tmp_path: Path) -> None:
+    # Seven parts of `events` merged into one, next to the same parts in a table with
+    # ClickHouse's default settings, where a merge takes 56-76 MB however small the
+    # parts: it reads and writes every column stream at once, each with 1 MiB
+    # compression buffers (25 MB against 65 MB when measured).
+    from tests.server.storage.test_rollup import random_events
+    from uptake_server.model import FailedColumns
+    from uptake_server.store import SchemaContext
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{tmp_path / 'store'}")[0])
+    try:
+        store.migrate(SchemaContext())
+        engine = dict(
+            store.query(
+                "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()",
+                role="health",
+            )
+        )
+        assert "max_compress_block_size = 65536" in engine["events"]
+        assert "max_compress_block_size = 65536" in engine["kpi_user_hours"]
+        key = "tool, org_unit, toDate(occurred_at), user_id"
+        store.command(f"CREATE TABLE plain AS events ENGINE = MergeTree ORDER BY ({key})")
+        store.command("SYSTEM STOP MERGES events")
+        store.command("SYSTEM STOP MERGES plain")
+        rng = random.Random(7)
+        for seq in range(1, 8):
+            store.insert(random_events(rng, 50_000), FailedColumns(), lookup=[])
+            store.command(f"INSERT INTO plain SELECT * FROM events WHERE insert_seq = {seq}")
+        tuned = merge_peak(store, "events")
+        plain = merge_peak(store, "plain")
+        parts = store.query(
+            "SELECT table, count() FROM system.parts WHERE active AND table IN ('events', 'plain') "
+            "GROUP BY table ORDER BY table",
+            role="health",
+        )
+    finally:
+        store.close()
+    assert 0 < tuned < 40 < plain, (tuned, plain)
+    assert tuned * 2 < plain, (tuned, plain)
+    assert {count for _, count in parts} <= {1, 2}  # merged (a month boundary makes two)

@@ -170,3 +170,5 @@ CREATE TABLE IF NOT EXISTS activities ON CLUSTER 'uptake' AS activities_local
 ENGINE = Distributed('uptake', 'uptake', 'activities_local', rand());
 
 -- 4: event ids and KPI aggregates rolled up by the writer (embedded): no statements for this store
+
+-- 5: parts written and merged in small blocks (embedded): no statements for this store
