@@ -147,7 +147,9 @@ class QueryContext:
             raise ValueError("an hour slice needs a bound: use kpi_user_hours for whole hours")
         key = "(tool, org_unit, user_id, action, feature)"
         spans = " OR ".join(
-            f"(first_at <= {bound} AND last_at > {bound})" for bound in (after, upto) if bound
+            f"(first_at <= {bound} AND last_at > {bound})"
+            for bound in (after, upto)
+            if bound is not None
         )
         straddling = f"SELECT {key} FROM kpi_user_hours WHERE hour = {hour} AND ({spans})"
         inside = [f"hour = {hour}", f"{key} NOT IN ({straddling})"]

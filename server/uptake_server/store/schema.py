@@ -243,7 +243,7 @@ ORDER BY aggregate
 # by default; about 20 streams in `events`), and a horizontal merge reads every column
 # of every part at once and writes every column at once: 56-76 MB for a merge of 6-7
 # parts of `events`, however small. With 64 KiB blocks (ClickHouse's own minimum
-# block size) the same merges take 25-34 MB, and each insert a few MB less.
+# block size) the same merges take 25-34 MB.
 SMALL_BLOCKS = "max_compress_block_size = 65536"
 
 
