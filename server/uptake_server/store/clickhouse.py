@@ -73,6 +73,7 @@ class ClickHouseStore:
         self._insert_lock = threading.Lock()
         self._rollup: Rollup | None = None
         if target.engine == "chdb":
+            memory.tune_allocator()
             self._rollup = Rollup(
                 lambda sql: self.command(sql, role=ROLLUP_ROLE),
                 lambda sql: self.query(sql, role=ROLLUP_ROLE),

@@ -15,6 +15,10 @@ server uses:
   use is mapped again by a minor fault, without reading the disk.
 - Freed pages. The engine's allocator (jemalloc) keeps the pages its inserts, merges
   and queries freed, for reuse, for several seconds. `PURGE_SQL` hands them back now.
+- Freed blocks. Each engine thread keeps a cache of the blocks it freed, by default up
+  to 200 of each small size and blocks up to 32 KiB, counted as allocated: about 30 MB
+  over the engine's threads. `tune_allocator()` keeps these caches small (the options
+  are read once, when the library loads, so it runs before the first connection).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ctypes.util
 import functools
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +43,22 @@ MADV_PAGEOUT = 21
 PURGE_SQL = "SYSTEM JEMALLOC PURGE"
 MAPS = Path("/proc/self/maps")
 SMAPS = Path("/proc/self/smaps")
+# The variable the engine's allocator reads its options from, and the options given:
+# thread caches of at most 20 blocks of each size, for blocks up to 1 KiB.
+ALLOCATOR_ENV = "JE_MALLOC_CONF"
+ALLOCATOR_OPTIONS = "tcache_max:1024,tcache_nslots_small_max:20"
+
+
+def tune_allocator() -> bool:
+    """Give the engine's allocator ALLOCATOR_OPTIONS, unless its library is loaded (then
+    return False: too late). Options already in the environment come after them, so an
+    operator's own win."""
+    if "chdb" in sys.modules:
+        return False
+    given = os.environ.get(ALLOCATOR_ENV, "")
+    if not given.startswith(ALLOCATOR_OPTIONS):
+        os.environ[ALLOCATOR_ENV] = ",".join(filter(None, (ALLOCATOR_OPTIONS, given)))
+    return True
 
 
 def engine_library_dir() -> Path:

@@ -26,7 +26,7 @@ from tests.support.clickhouse_http import ClickHouseHTTP
 from uptake_server.app import Service
 from uptake_server.store import ClickHouseStore
 from uptake_server.store.dsn import parse_dsn
-from uptake_server.store.memory import clean_file_ranges
+from uptake_server.store.memory import ALLOCATOR_ENV, clean_file_ranges
 
 MB = 2**20
 
@@ -167,6 +167,39 @@ def test_inserts_leave_pandas_unloaded(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = run_python(NO_PANDAS, f"chdb://{tmp_path / 'store'}", env=env)
     assert out.split() == ["3", "False"]
+
+
+ALLOCATOR = textwrap.dedent(
+    """
+    import sys
+    from uptake_server.store import ClickHouseStore
+    from uptake_server.store.dsn import parse_dsn
+
+    store = ClickHouseStore(parse_dsn(sys.argv[1])[0])
+    stats = store.query("SELECT stats FROM system.jemalloc_stats")[0][0]
+    store.close()
+    for line in stats.splitlines():
+        if line.strip().startswith(("opt.tcache_max:", "opt.tcache_nslots_small_max:")):
+            print(line.strip())
+    """
+)
+
+
+def test_the_engine_allocator_keeps_small_thread_caches(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != ALLOCATOR_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    dsn = f"chdb://{tmp_path / 'store'}"
+    # The engine's defaults are 32768 and 200.
+    assert run_python(ALLOCATOR, dsn, env=env).splitlines() == [
+        "opt.tcache_max: 1024",
+        "opt.tcache_nslots_small_max: 20",
+    ]
+    # An operator's own options win over the service's.
+    env[ALLOCATOR_ENV] = "tcache_max:4096"
+    assert run_python(ALLOCATOR, dsn, env=env).splitlines() == [
+        "opt.tcache_max: 4096",
+        "opt.tcache_nslots_small_max: 20",
+    ]
 
 
 SMAPS = """\
