@@ -49,16 +49,13 @@ ALLOCATOR_ENV = "JE_MALLOC_CONF"
 ALLOCATOR_OPTIONS = "tcache_max:1024,tcache_nslots_small_max:20"
 
 
-def tune_allocator() -> bool:
-    """Give the engine's allocator ALLOCATOR_OPTIONS, unless its library is loaded (then
-    return False: too late). Options already in the environment come after them, so an
-    operator's own win."""
-    if "chdb" in sys.modules:
-        return False
+def tune_allocator() -> None:
+    """Give the engine's allocator ALLOCATOR_OPTIONS; nothing once its library is loaded
+    (too late then). Options already in the environment come after them, so an
+    operator's own win; a process that inherited them gets them once."""
     given = os.environ.get(ALLOCATOR_ENV, "")
-    if not given.startswith(ALLOCATOR_OPTIONS):
+    if "chdb" not in sys.modules and not given.startswith(ALLOCATOR_OPTIONS):
         os.environ[ALLOCATOR_ENV] = ",".join(filter(None, (ALLOCATOR_OPTIONS, given)))
-    return True
 
 
 def engine_library_dir() -> Path:
