@@ -12,18 +12,19 @@ The embedded store (one process per data directory, so one writer) drops the vie
   order and a number is final once its insert returns;
 - a roll-up (every `UPTAKE_ROLLUP_INTERVAL_MS`, before each KPI read, and when the
   store closes) runs the views' own SELECTs over the slice of events numbered after
-  each table's mark, up to the newest committed number, then records the new mark
-  in `kpi_rollup`;
+  each table's mark, up to the newest committed number, then records the new marks
+  in `kpi_rollup`, all of them in one insert (one part, not one per table);
 - the duplicate lookup reads `event_ids` and the slice of `events` after the
   filter's mark, so a retry is caught the moment its first send is acknowledged;
 - the first roll-up of a process (`recover`) finishes whatever the previous one
   committed and did not roll up, clean shutdown or not.
 
 Events stored before migration 4 carry number 0 and were handled by the views (or
-the backfill). A process killed between a table's insert and its mark repeats that
-slice: `event_ids`, `kpi_user_days` and `kpi_first_seen` are idempotent (distinct
-rows, minima); `kpi_user_hours` then counts those events twice in its event count,
-while every distinct-user figure stays exact.
+the backfill). A process killed between the tables' inserts and the marks repeats
+that slice: `event_ids`, `kpi_user_days` and `kpi_first_seen` are idempotent
+(distinct rows, minima) and are rolled up first; `kpi_user_hours`, rolled up last,
+then counts those events twice in its event count (only if it was killed after that
+table's insert), while every distinct-user figure stays exact.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ log = logging.getLogger(__name__)
 
 ROLE = "rollup"
 DUPLICATE_FILTER = "event_ids"
-# Every table the roll-up feeds, with the SELECT over a slice of events ({where}).
-TABLES = DERIVED_TABLES
+# Tables a repeated slice leaves as they were (distinct rows, minima).
+IDEMPOTENT = frozenset({DUPLICATE_FILTER, "kpi_user_days", "kpi_first_seen"})
+# Every table the roll-up feeds, with the SELECT over a slice of events ({where}):
+# the idempotent ones first, so a process killed before the marks are written can
+# have counted a slice twice only in the last table.
+TABLES = tuple(sorted(DERIVED_TABLES, key=lambda table: table[0] not in IDEMPOTENT))
 
 Command = Callable[[str], None]
 Query = Callable[[str], list[tuple[Any, ...]]]
@@ -105,20 +110,20 @@ class Rollup:
             with self._counts:
                 upto, pending = self._seq, self._pending
             started = time.perf_counter()
-            done = False
+            done = []
             for table, select in TABLES:
                 mark = self.mark(table)
                 if mark >= upto:
                     continue
                 where = f"WHERE {slice_condition(mark, upto)}"
                 self._command(f"INSERT INTO {table} {select.format(where=where)}")
-                self._command(
-                    f"INSERT INTO {ROLLUP_STATE_TABLE} (aggregate, upto) VALUES ('{table}', {upto})"
-                )
+                # In memory at once: the duplicate lookup reads the filter up to here.
                 self._marks[table] = upto
-                done = True
+                done.append(table)
             if not done:
                 return 0
+            marks = ", ".join(f"('{table}', {upto})" for table in done)
+            self._command(f"INSERT INTO {ROLLUP_STATE_TABLE} (aggregate, upto) VALUES {marks}")
             with self._counts:
                 self._pending -= pending
             log.debug("rolled up %d events in %.3f s", pending, time.perf_counter() - started)

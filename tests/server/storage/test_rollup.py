@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.server.storage.rows import NOW_MS
 from tests.server.test_service import event, scrape, settings_for
 from uptake_server.app import Service
 from uptake_server.model import EventColumns, FailedColumns
 from uptake_server.store import ClickHouseStore
+from uptake_server.store.rollup import TABLES, Rollup
 from uptake_server.store.schema import (
     KPI_FIRST_SEEN_SELECT,
     KPI_USER_DAYS_SELECT,
@@ -73,6 +77,79 @@ def test_derived_tables_hold_what_the_views_compute(store: ClickHouseStore) -> N
     assert store.roll_up() == 0  # nothing new: nothing to do
     for table, (expected, stored) in EXPECTED_AND_STORED.items():
         assert store.query(stored) == store.query(expected), table
+
+
+def embedded(path: Path) -> ClickHouseStore:
+    from uptake_server.store.dsn import parse_dsn
+    from uptake_server.store.schema import SchemaContext
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{path}")[0])
+    store.migrate(SchemaContext())
+    return store
+
+
+def test_a_roll_up_writes_its_marks_in_one_part(tmp_path: Path) -> None:
+    store = embedded(tmp_path / "store")
+    try:
+        store.command("SYSTEM STOP MERGES kpi_rollup")
+        parts = "SELECT count() FROM system.parts WHERE table = 'kpi_rollup' AND active"
+        rng = random.Random(11)
+        for n in range(1, 4):
+            store.insert(random_events(rng, 20), FailedColumns())
+            assert store.roll_up() == 20
+            assert store.query(parts) == [(n,)]
+            marks = store.query("SELECT aggregate, upto FROM kpi_rollup FINAL ORDER BY aggregate")
+            assert marks == sorted((table, n) for table, _ in TABLES)
+    finally:
+        store.close()
+
+
+class Killed(Exception):
+    """The process stops here."""
+
+
+def killed_at(command: Callable[[str], None], step: int) -> Callable[[str], None]:
+    """Run the roll-up's commands until the `step`th, which never completes."""
+    done = 0
+
+    def run(sql: str) -> None:
+        nonlocal done
+        done += 1
+        if done == step:
+            raise Killed(sql)
+        command(sql)
+
+    return run
+
+
+@pytest.mark.parametrize("step", range(1, len(TABLES) + 2))
+def test_a_roll_up_cut_short_counts_a_slice_twice_only_in_hourly_event_counts(
+    tmp_path: Path, step: int
+) -> None:
+    # Steps 1-4 are the tables' inserts, step 5 the marks. Killed at any of them,
+    # the next process repeats the slice: every table exact, save the hourly event
+    # counts when the kill came after the last table (the hourly one) was written.
+    store = embedded(tmp_path / "store")
+    try:
+        store.insert(random_events(random.Random(step), 300), FailedColumns())
+        cut = Rollup(killed_at(store.command, step), store.query)
+        cut.load()
+        with pytest.raises(Killed):
+            cut.run()
+    finally:
+        store.close()  # its own roll-up has no marks yet: it rolls the slice up again
+    again = embedded(tmp_path / "store")
+    try:
+        assert again.recover() == 0
+        twice = step == len(TABLES) + 1  # killed after every table, before the marks
+        for table, (expected, stored) in EXPECTED_AND_STORED.items():
+            if table == "kpi_user_hours" and twice:
+                stored = stored.replace("sum(events)", "intDiv(sum(events), 2)")
+            assert again.query(stored) == again.query(expected), table
+        if twice:  # the counts were doubled, not left as they were
+            assert again.query("SELECT sum(events) FROM kpi_user_hours") == [(600,)]
+    finally:
+        again.close()
 
 
 def test_close_rolls_up_and_a_reopened_store_goes_on_numbering(tmp_path: Path) -> None:
