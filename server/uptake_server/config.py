@@ -76,7 +76,7 @@ class Settings:
     )
     rollup_interval_ms: int = _setting(
         "UPTAKE_ROLLUP_INTERVAL_MS",
-        1000,
+        3000,
         "embedded store: how often new events are rolled up into the derived tables",
     )
     memory_trim_interval_ms: int = _setting(
