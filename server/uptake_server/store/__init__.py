@@ -8,6 +8,7 @@ from uptake_server.config import Settings, env_name
 from uptake_server.errors import ConfigError
 from uptake_server.store.clickhouse import ClickHouseStore, StoreOptions
 from uptake_server.store.dsn import parse_dsn
+from uptake_server.store.filesystem import warn_if_unjournaled
 from uptake_server.store.schema import SchemaContext
 
 __all__ = ["ClickHouseStore", "SchemaContext", "StoreOptions", "open_store", "schema_context"]
@@ -45,7 +46,10 @@ def open_store(settings: Settings) -> ClickHouseStore:
         insert_quorum=settings.insert_quorum,
         async_insert=settings.async_insert,
     )
-    return ClickHouseStore(target, options=options)
+    store = ClickHouseStore(target, options=options)
+    if target.path is not None:
+        warn_if_unjournaled(target.path)
+    return store
 
 
 def schema_context(settings: Settings) -> SchemaContext:
