@@ -19,6 +19,10 @@ bench-results/ingest.json).
 
     .venv/bin/python bench/ingest.py            # everything, about 10 minutes
     .venv/bin/python bench/ingest.py --quick    # one configuration, short runs
+
+The stores live in a temporary directory (TMPDIR): the table's title names its file
+system, and the benchmark says so when it is ext4 without a journal, where every
+file the store creates costs more (docs/operations.md, "File system").
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from rich.table import Table  # noqa: E402
 from bench.load import ACTIONS, ORG_UNITS, latency_client, sdk_client  # noqa: E402
 from bench.memory import RssSampler, trend_per_minute  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
+from uptake_server.store.filesystem import mount_of, unjournaled_ext4  # noqa: E402
 
 
 @dataclass
@@ -251,6 +256,16 @@ def main() -> None:
     sustained: Run | None = None
     with tempfile.TemporaryDirectory(prefix="uptake-bench-") as tmp:
         work = Path(tmp)
+        mount = mount_of(work)
+        filesystem = mount[2] if mount else "unknown"
+        if unjournaled_ext4(work):
+            filesystem = "ext4 without a journal"
+            console.print(
+                f"note: {work} is on ext4 without a journal: every file the store creates "
+                "costs more there, most of all with small inserts (docs/operations.md, "
+                "File system); set TMPDIR to a directory on a journaled file system to "
+                "measure without it"
+            )
         console.print("measuring the direct bulk-insert limit ...")
         limit = in_subprocess(direct_insert_rate, args.events, work)
         runs = []
@@ -268,7 +283,7 @@ def main() -> None:
                 f"{args.sustain_seconds:.0f} s ..."
             )
             sustained = end_to_end(best.clients, best.batch, 0, work, args.sustain_seconds)
-    table = Table(title=f"Uptake ingestion, {os.cpu_count()} cores, embedded store")
+    table = Table(title=f"Uptake ingestion, {os.cpu_count()} cores, embedded store on {filesystem}")
     for column in (
         "server processes",
         "SDK clients",
@@ -333,6 +348,7 @@ def main() -> None:
     result = {
         "cores": os.cpu_count(),
         "server_processes": 1,
+        "data_filesystem": filesystem,
         "direct_insert_events_per_second": round(limit),
         "runs": [asdict(r) for r in runs],
         "sustained": asdict(sustained) if sustained else None,
