@@ -63,11 +63,11 @@ def unjournaled_ext4(path: Path, *, mounts: Path = MOUNTS, sysfs: Path = EXT4_SY
     return device if journal == "<none>" else None
 
 
-def warn_if_unjournaled(path: Path, *, mounts: Path = MOUNTS, sysfs: Path = EXT4_SYSFS) -> bool:
-    """Log a warning if the data directory lies on ext4 without a journal; return whether."""
+def warn_if_unjournaled(path: Path, *, mounts: Path = MOUNTS, sysfs: Path = EXT4_SYSFS) -> None:
+    """Log a warning if the data directory lies on ext4 without a journal."""
     device = unjournaled_ext4(path, mounts=mounts, sysfs=sysfs)
     if device is None:
-        return False
+        return
     log.warning(
         "the data directory %s is on ext4 without a journal (%s): the kernel then checks "
         "recently deleted inodes for every file it creates, which makes each insert several "
@@ -76,4 +76,3 @@ def warn_if_unjournaled(path: Path, *, mounts: Path = MOUNTS, sysfs: Path = EXT4
         path,
         device,
     )
-    return True

@@ -80,8 +80,8 @@ def test_the_warning_names_the_directory_and_the_device(
 ) -> None:
     mounts, sysfs = system
     with caplog.at_level(logging.WARNING, logger="uptake_server.store.filesystem"):
-        assert warn_if_unjournaled(Path("/var/lib/uptake"), mounts=mounts, sysfs=sysfs)
-        assert not warn_if_unjournaled(Path("/srv/data/store"), mounts=mounts, sysfs=sysfs)
+        warn_if_unjournaled(Path("/var/lib/uptake"), mounts=mounts, sysfs=sysfs)
+        warn_if_unjournaled(Path("/srv/data/store"), mounts=mounts, sysfs=sysfs)  # xfs: silent
     [record] = caplog.records
     assert "/var/lib/uptake" in record.message and "/dev/vda" in record.message
     assert "without a journal" in record.message and "File system" in record.message

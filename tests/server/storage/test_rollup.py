@@ -67,6 +67,15 @@ def random_events(rng: random.Random, count: int) -> EventColumns:
     return cols
 
 
+def embedded(path: Path) -> ClickHouseStore:
+    from uptake_server.store.dsn import parse_dsn
+    from uptake_server.store.schema import SchemaContext
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{path}")[0])
+    store.migrate(SchemaContext())
+    return store
+
+
 def test_derived_tables_hold_what_the_views_compute(store: ClickHouseStore) -> None:
     rng = random.Random(20261130)
     for batch in range(6):
@@ -77,15 +86,6 @@ def test_derived_tables_hold_what_the_views_compute(store: ClickHouseStore) -> N
     assert store.roll_up() == 0  # nothing new: nothing to do
     for table, (expected, stored) in EXPECTED_AND_STORED.items():
         assert store.query(stored) == store.query(expected), table
-
-
-def embedded(path: Path) -> ClickHouseStore:
-    from uptake_server.store.dsn import parse_dsn
-    from uptake_server.store.schema import SchemaContext
-
-    store = ClickHouseStore(parse_dsn(f"chdb://{path}")[0])
-    store.migrate(SchemaContext())
-    return store
 
 
 def test_a_roll_up_writes_its_marks_in_one_part(tmp_path: Path) -> None:
@@ -153,17 +153,12 @@ def test_a_roll_up_cut_short_counts_a_slice_twice_only_in_hourly_event_counts(
 
 
 def test_close_rolls_up_and_a_reopened_store_goes_on_numbering(tmp_path: Path) -> None:
-    from uptake_server.store.dsn import parse_dsn
-    from uptake_server.store.schema import SchemaContext
-
-    target = parse_dsn(f"chdb://{tmp_path / 'store'}")[0]
     rng = random.Random(5)
-    first = ClickHouseStore(target)
-    first.migrate(SchemaContext())
+    first = embedded(tmp_path / "store")
     first.insert(random_events(rng, 50), FailedColumns())
     assert first.rollup_pending == 50
     first.close()  # rolls up
-    second = ClickHouseStore(target)
+    second = embedded(tmp_path / "store")
     try:
         assert second.recover() == 0
         second.insert(random_events(rng, 30), FailedColumns())
