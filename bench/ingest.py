@@ -11,7 +11,8 @@ Runs, on loopback and a fresh embedded store each time:
 3. acknowledgement latency at half the best end-to-end rate (raw gRPC clients
    sending paced 500-event first sends), p50 and p99;
 4. sustained: the best configuration for --sustain-seconds (default 300), clients
-   blocking on a full queue, with the server's memory trend;
+   blocking on a full queue, with the server's memory trend and the median RSS of
+   each minute;
 5. server memory (RSS) sampled every 0.5 s during every run.
 
 Prints the figures and each target met or not, and writes them as JSON (default
@@ -19,6 +20,8 @@ bench-results/ingest.json).
 
     .venv/bin/python bench/ingest.py            # everything, about 10 minutes
     .venv/bin/python bench/ingest.py --quick    # one configuration, short runs
+    # one configuration, then 20 minutes of it: does memory settle?
+    .venv/bin/python bench/ingest.py --clients 2 --batch 10000 --sustain-seconds 1200
 
 The stores live in a temporary directory (TMPDIR): the table's title names its file
 system, and the benchmark says so when it is ext4 without a journal, where every
@@ -48,7 +51,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.load import ACTIONS, ORG_UNITS, latency_client, sdk_client  # noqa: E402
-from bench.memory import RssSampler, trend_per_minute  # noqa: E402
+from bench.memory import RssSampler, minute_medians, trend_per_minute  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 from uptake_server.store.filesystem import mount_of, unjournaled_ext4  # noqa: E402
 
@@ -69,6 +72,8 @@ class Run:
     rss_samples_mb: list[float] = field(default_factory=list)
     # Least-squares trend of RSS after the first fifth of the run (warm-up).
     rss_trend_mb_per_min: float = 0.0
+    # The median RSS of each minute of the run: a rising level or a settled one.
+    rss_minute_medians_mb: list[float] = field(default_factory=list)
     # The largest part of RSS that is mapped files (the engine's code), not memory.
     rss_files_max_mb: float = 0.0
 
@@ -95,7 +100,7 @@ def end_to_end(
     ]
     for p in procs:
         p.start()
-    results = [out.get(timeout=1200) for _ in procs]
+    results = [out.get(timeout=max(1200.0, seconds + 600)) for _ in procs]
     for p in procs:
         p.join()
     samples = sampler.stop()
@@ -119,6 +124,7 @@ def end_to_end(
         rss_end_mb=round(samples[-1], 1),
         rss_samples_mb=[round(s, 1) for s in samples],
         rss_trend_mb_per_min=round(trend_per_minute(samples, sampler.interval), 2),
+        rss_minute_medians_mb=minute_medians(samples, sampler.interval),
         rss_files_max_mb=round(sampler.files_mb, 1),
     )
 
@@ -243,16 +249,28 @@ def main() -> None:
     parser.add_argument(
         "--sustain-seconds",
         type=float,
-        default=300.0,
-        help="length of the run at the best configuration (memory trend); 0 skips it",
+        default=None,
+        help="length of the run at the best configuration (memory trend; default 300, "
+        "20 with --quick); 0 skips it",
     )
+    parser.add_argument(
+        "--clients", type=int, help="with --batch: this one configuration instead of the matrix"
+    )
+    parser.add_argument("--batch", type=int, help="with --clients: see --clients")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "ingest.json"))
     args = parser.parse_args()
+    if (args.clients is None) != (args.batch is None):
+        parser.error("--clients and --batch go together (one configuration)")
+    if args.clients is not None and (args.clients < 1 or args.batch < 1):
+        parser.error("--clients and --batch must be at least 1")
+    if args.sustain_seconds is None:
+        args.sustain_seconds = 20.0 if args.quick else 300.0
     if args.quick:
         args.events, args.latency_seconds = min(args.events, 100_000), 5.0
-        args.sustain_seconds = min(args.sustain_seconds, 20.0)
     console = Console()
     matrix = [(4, 2000)] if args.quick else MATRIX
+    if args.clients is not None:
+        matrix = [(args.clients, args.batch)]
     sustained: Run | None = None
     with tempfile.TemporaryDirectory(prefix="uptake-bench-") as tmp:
         work = Path(tmp)
@@ -307,6 +325,11 @@ def main() -> None:
             f"{r.rss_max_mb:.0f}",
         )
     console.print(table)
+    if sustained:
+        console.print(
+            "RSS of the sustained run, median of each minute (MB): "
+            + ", ".join(f"{mb:.0f}" for mb in sustained.rss_minute_medians_mb)
+        )
     console.print(
         f"direct bulk-insert limit (the store's write path, one process): {limit:,.0f} events/s"
     )

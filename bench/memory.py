@@ -44,3 +44,13 @@ def trend_per_minute(samples: list[float], interval: float) -> float:
         return 0.0
     xs = [i * interval / 60 for i in range(len(tail))]
     return statistics.linear_regression(xs, tail).slope
+
+
+def minute_medians(samples: list[float], interval: float) -> list[float]:
+    """Return the median of the samples of each minute (the last one may be partial), so a
+    level that rises, or settles after a warm-up, shows as it is."""
+    per_minute = max(1, round(60 / interval))
+    return [
+        round(statistics.median(samples[start : start + per_minute]), 1)
+        for start in range(0, len(samples), per_minute)
+    ]
