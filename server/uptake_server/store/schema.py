@@ -254,12 +254,30 @@ def _small_blocks(ctx: SchemaContext) -> list[str]:
     return [f"ALTER TABLE {table} MODIFY SETTING {SMALL_BLOCKS}" for table in tables]
 
 
+# Embedded store only: `events` merged column by column. A horizontal merge (what
+# ClickHouse does for tables with fewer than 11 columns outside the sorting key)
+# reads every column stream of every part at once: about 4 MB per part, 36-50 MB for
+# a merge of 8-9 parts of any size, and on 2 cores up to four merges run at once. A
+# vertical merge reads the sorting key's columns of all parts, then one other
+# column at a time: 20 MB against 48-50 MB for nine parts of 300,000 rows, in the
+# same time. Merges of fewer than 131,072 rows stay horizontal (ClickHouse's
+# default threshold).
+VERTICAL_MERGES = "vertical_merge_algorithm_min_columns_to_activate = 1"
+
+
+def _vertical_merges(ctx: SchemaContext) -> list[str]:
+    if not ctx.rollup:
+        return []
+    return [f"ALTER TABLE events MODIFY SETTING {VERTICAL_MERGES}"]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "events, failed events and event ids", _events_and_failed),
     Migration(2, "KPI aggregates: user hours, user days, first seen", _kpi_aggregates),
     Migration(3, "adoption activities", _activities),
     Migration(4, "event ids and KPI aggregates rolled up by the writer (embedded)", _writer_rollup),
     Migration(5, "parts written and merged in small blocks (embedded)", _small_blocks),
+    Migration(6, "events merged column by column (embedded)", _vertical_merges),
 ]
 
 

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -270,18 +271,21 @@ def test_a_zero_trim_interval_starts_no_trimmer(tmp_path: Path) -> None:
         service.stop()
 
 
-def merge_peak(store: ClickHouseStore, table: str) -> float:
-    """Merge a table's parts into one; return the merge's peak memory in MB."""
-    peak, done = [0.0], threading.Event()
+def merge_peak(store: ClickHouseStore, table: str) -> tuple[float, set[str]]:
+    """Merge a table's parts into one; return the merge's peak memory in MB and the
+    merge algorithms seen while it ran."""
+    peak, algorithms, done = [0.0], set(), threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            for (memory,) in store.query(
-                "SELECT memory_usage FROM system.merges WHERE table = {t:String}",
+            for memory, algorithm in store.query(
+                "SELECT memory_usage, merge_algorithm FROM system.merges WHERE table = {t:String}",
                 {"t": table},
                 role="health",
             ):
                 peak[0] = max(peak[0], memory / MB)
+                if algorithm != "Undecided":  # a merge's first moments
+                    algorithms.add(algorithm)
             time.sleep(0.001)
 
     sampler = threading.Thread(target=sample)
@@ -292,7 +296,7 @@ def merge_peak(store: ClickHouseStore, table: str) -> float:
     finally:
         done.set()
         sampler.join()
-    return peak[0]
+    return peak[0], algorithms
 
 
 def test_embedded_events_are_merged_in_small_blocks(tmp_path: Path) -> None:
@@ -323,8 +327,8 @@ def test_embedded_events_are_merged_in_small_blocks(tmp_path: Path) -> None:
         for seq in range(1, 8):
             store.insert(random_events(rng, 50_000), FailedColumns(), lookup=[])
             store.command(f"INSERT INTO plain SELECT * FROM events WHERE insert_seq = {seq}")
-        tuned = merge_peak(store, "events")
-        plain = merge_peak(store, "plain")
+        tuned, _ = merge_peak(store, "events")
+        plain, _ = merge_peak(store, "plain")
         parts = store.query(
             "SELECT table, count() FROM system.parts WHERE active AND table IN ('events', 'plain') "
             "GROUP BY table ORDER BY table",
@@ -335,3 +339,52 @@ def test_embedded_events_are_merged_in_small_blocks(tmp_path: Path) -> None:
     assert 0 < tuned < 40 < plain, (tuned, plain)
     assert tuned * 2 < plain, (tuned, plain)
     assert {count for _, count in parts} <= {1, 2}  # merged (a month boundary makes two)
+
+
+def test_embedded_events_are_merged_column_by_column(tmp_path: Path) -> None:
+    # Nine parts of `events` (360,000 rows, above the 131,072 from which a merge may
+    # go vertical), and the same parts in a copy of the table with ClickHouse's
+    # default, which merges tables with fewer than 11 columns outside the sorting key
+    # horizontally: every column stream of every part read at once (20 MB against
+    # 48-50 MB for nine parts of 300,000 rows when measured).
+    from tests.server.storage.test_rollup import random_events
+    from uptake_server.model import FailedColumns
+    from uptake_server.store import SchemaContext
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{tmp_path / 'store'}")[0])
+    try:
+        store.migrate(SchemaContext())
+        store.command("CREATE TABLE horizontal AS events")  # the same engine and settings
+        store.command(
+            "ALTER TABLE horizontal RESET SETTING vertical_merge_algorithm_min_columns_to_activate"
+        )
+        engine = dict(
+            store.query(
+                "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()",
+                role="health",
+            )
+        )
+        assert "vertical_merge_algorithm_min_columns_to_activate = 1" in engine["events"]
+        assert "vertical_merge_algorithm" not in engine["horizontal"]
+        assert "max_compress_block_size = 65536" in engine["horizontal"]
+        store.command("SYSTEM STOP MERGES events")
+        store.command("SYSTEM STOP MERGES horizontal")
+        rng = random.Random(11)
+        # One partition, so one merge: every event on the 15th of the previous month.
+        first = datetime.now(UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+        noon = int((first - timedelta(days=1)).replace(day=15).timestamp() * 1000)
+        for seq in range(1, 10):
+            events = random_events(rng, 40_000)
+            events.occurred_at = [noon - rng.randrange(3_600_000) for _ in events.occurred_at]
+            store.insert(events, FailedColumns(), lookup=[])
+            store.command(f"INSERT INTO horizontal SELECT * FROM events WHERE insert_seq = {seq}")
+        vertical, algorithms = merge_peak(store, "events")
+        horizontal, others = merge_peak(store, "horizontal")
+        rows = store.query(
+            "SELECT (SELECT count() FROM events), (SELECT count() FROM horizontal)", role="health"
+        )
+    finally:
+        store.close()
+    assert algorithms == {"Vertical"} and others == {"Horizontal"}, (algorithms, others)
+    assert 0 < vertical * 1.5 < horizontal, (vertical, horizontal)
+    assert rows == [(360_000, 360_000)]
