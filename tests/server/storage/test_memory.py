@@ -299,34 +299,50 @@ def merge_peak(store: ClickHouseStore, table: str) -> tuple[float, set[str]]:
     return peak[0], algorithms
 
 
+def engines(store: ClickHouseStore) -> dict[str, str]:
+    """Return each table's engine with its settings."""
+    rows = store.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()",
+        role="health",
+    )
+    return {str(name): str(engine) for name, engine in rows}
+
+
+def twin_parts(
+    store: ClickHouseStore, twin: str, parts: int, rows: int, at_ms: int | None = None
+) -> None:
+    """Insert `parts` parts of random events, each copied into the table `twin` as a
+    part of its own, with merges stopped on both (all at `at_ms`, give or take an hour)."""
+    from tests.server.storage.test_rollup import random_events
+    from uptake_server.model import FailedColumns
+
+    store.command("SYSTEM STOP MERGES events")
+    store.command(f"SYSTEM STOP MERGES {twin}")
+    rng = random.Random(parts)
+    for seq in range(1, parts + 1):
+        events = random_events(rng, rows)
+        if at_ms is not None:
+            events.occurred_at = [at_ms - rng.randrange(3_600_000) for _ in range(rows)]
+        store.insert(events, FailedColumns(), lookup=[])
+        store.command(f"INSERT INTO {twin} SELECT * FROM events WHERE insert_seq = {seq}")
+
+
 def test_embedded_events_are_merged_in_small_blocks(tmp_path: Path) -> None:
     # Seven parts of `events` merged into one, next to the same parts in a table with
     # ClickHouse's default settings, where a merge takes 56-76 MB however small the
     # parts: it reads and writes every column stream at once, each with 1 MiB
     # compression buffers (25 MB against 65 MB when measured).
-    from tests.server.storage.test_rollup import random_events
-    from uptake_server.model import FailedColumns
     from uptake_server.store import SchemaContext
 
     store = ClickHouseStore(parse_dsn(f"chdb://{tmp_path / 'store'}")[0])
     try:
         store.migrate(SchemaContext())
-        engine = dict(
-            store.query(
-                "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()",
-                role="health",
-            )
-        )
+        engine = engines(store)
         assert "max_compress_block_size = 65536" in engine["events"]
         assert "max_compress_block_size = 65536" in engine["kpi_user_hours"]
         key = "tool, org_unit, toDate(occurred_at), user_id"
         store.command(f"CREATE TABLE plain AS events ENGINE = MergeTree ORDER BY ({key})")
-        store.command("SYSTEM STOP MERGES events")
-        store.command("SYSTEM STOP MERGES plain")
-        rng = random.Random(7)
-        for seq in range(1, 8):
-            store.insert(random_events(rng, 50_000), FailedColumns(), lookup=[])
-            store.command(f"INSERT INTO plain SELECT * FROM events WHERE insert_seq = {seq}")
+        twin_parts(store, "plain", 7, 50_000)
         tuned, _ = merge_peak(store, "events")
         plain, _ = merge_peak(store, "plain")
         parts = store.query(
@@ -347,8 +363,6 @@ def test_embedded_events_are_merged_column_by_column(tmp_path: Path) -> None:
     # default, which merges tables with fewer than 11 columns outside the sorting key
     # horizontally: every column stream of every part read at once (20 MB against
     # 48-50 MB for nine parts of 300,000 rows when measured).
-    from tests.server.storage.test_rollup import random_events
-    from uptake_server.model import FailedColumns
     from uptake_server.store import SchemaContext
 
     store = ClickHouseStore(parse_dsn(f"chdb://{tmp_path / 'store'}")[0])
@@ -358,26 +372,14 @@ def test_embedded_events_are_merged_column_by_column(tmp_path: Path) -> None:
         store.command(
             "ALTER TABLE horizontal RESET SETTING vertical_merge_algorithm_min_columns_to_activate"
         )
-        engine = dict(
-            store.query(
-                "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()",
-                role="health",
-            )
-        )
+        engine = engines(store)
         assert "vertical_merge_algorithm_min_columns_to_activate = 1" in engine["events"]
         assert "vertical_merge_algorithm" not in engine["horizontal"]
         assert "max_compress_block_size = 65536" in engine["horizontal"]
-        store.command("SYSTEM STOP MERGES events")
-        store.command("SYSTEM STOP MERGES horizontal")
-        rng = random.Random(11)
         # One partition, so one merge: every event on the 15th of the previous month.
         first = datetime.now(UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
         noon = int((first - timedelta(days=1)).replace(day=15).timestamp() * 1000)
-        for seq in range(1, 10):
-            events = random_events(rng, 40_000)
-            events.occurred_at = [noon - rng.randrange(3_600_000) for _ in events.occurred_at]
-            store.insert(events, FailedColumns(), lookup=[])
-            store.command(f"INSERT INTO horizontal SELECT * FROM events WHERE insert_seq = {seq}")
+        twin_parts(store, "horizontal", 9, 40_000, at_ms=noon)
         vertical, algorithms = merge_peak(store, "events")
         horizontal, others = merge_peak(store, "horizontal")
         rows = store.query(
