@@ -172,3 +172,5 @@ ENGINE = Distributed('uptake', 'uptake', 'activities_local', rand());
 -- 4: event ids and KPI aggregates rolled up by the writer (embedded): no statements for this store
 
 -- 5: parts written and merged in small blocks (embedded): no statements for this store
+
+-- 6: events merged column by column (embedded): no statements for this store
