@@ -70,6 +70,15 @@ def test_event_ids_are_uuid7_stamped_at_track_time(make_client: MakeClient) -> N
         assert event_id.version == 7
         assert event_id.variant == uuid.RFC_4122
         assert before <= event_id.int >> 80 <= after
+    # Each of the 74 bits outside the time, version and variant is random: seen as
+    # 0 and as 1 among 200 ids (each fails to vary with probability 2**-199).
+    ones = zeros = 0
+    for event_id in ids:
+        ones |= event_id.int
+        zeros |= ~event_id.int
+    varying = ones & zeros & ((1 << 80) - 1)
+    assert bin(varying).count("1") == 74
+    assert varying & ((0xF << 76) | (0b11 << 62)) == 0
     wire = transport.requests[0].columns
     assert all(len(event_id) == 16 for event_id in wire.event_id)
     assert all(before <= ms <= after for ms in wire.occurred_at_ms)

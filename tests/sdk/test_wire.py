@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import uptake
 from uptake._event import Record
 from uptake._version import CLIENT_NAME
-from uptake._wire import REQUEST_OVERHEAD_BYTES, records_of, to_columns, to_proto, wire_size
+from uptake._wire import REQUEST_OVERHEAD_BYTES, records_of, to_proto, to_request, wire_size
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse
 
 MakeClient = Callable[..., uptake.Client]
@@ -41,7 +41,8 @@ def normal(record: Record) -> Record:
 
 @given(records)
 def test_columns_carry_every_record_and_stay_within_the_size_bound(batch: list[Record]) -> None:
-    request = IngestRequest(columns=to_columns(batch), attempt=7, batch_id="")
+    request = to_request(batch, attempt=7)
+    assert request.HasField("columns") and request.attempt == 7
     assert records_of(IngestRequest.FromString(request.SerializeToString())) == [
         normal(r) for r in batch
     ]

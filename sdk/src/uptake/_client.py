@@ -159,7 +159,7 @@ class Client:
         Raises TypeError or ValueError for invalid arguments when `strict` (the default);
         otherwise logs and counts them as invalid. Never raises for delivery problems.
         """
-        slugs = self._slugs
+        slugs = self._slugs.known
         try:
             fast = (
                 properties is None

@@ -21,7 +21,7 @@ from uptake._stats import (
     Failure,
 )
 from uptake._transport import Transport
-from uptake._wire import to_columns, to_proto
+from uptake._wire import to_proto, to_request
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse, Rejection
 
 log = logging.getLogger("uptake")
@@ -125,7 +125,7 @@ class Sender:
     def _request(self, chunk: list[Record], attempt: int) -> IngestRequest:
         if self._rows:
             return IngestRequest(events=[to_proto(record) for record in chunk], attempt=attempt)
-        return IngestRequest(columns=to_columns(chunk), attempt=attempt)
+        return to_request(chunk, attempt)
 
     def _predates_columns(self, chunk: list[Record], response: IngestResponse) -> bool:
         """Tell whether the answer comes from a server that ignored the columns.

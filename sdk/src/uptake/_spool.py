@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from uptake._event import Record
 from uptake._stats import SPOOL_CORRUPT, SPOOL_FULL, Counters, Failure
-from uptake._wire import records_of, to_columns
+from uptake._wire import records_of, to_request
 from uptake.v1.ingest_pb2 import IngestRequest
 
 try:
@@ -71,7 +71,7 @@ class Spool:
 
     def write(self, events: list[Record]) -> None:
         """Store a batch; on any failure count its events as spool_full."""
-        payload = IngestRequest(columns=to_columns(events)).SerializeToString()
+        payload = to_request(events).SerializeToString()
         data = MAGIC + _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}-{len(events)}"
         temporary = self.directory / f".{name}.tmp"

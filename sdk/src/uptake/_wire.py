@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from uptake._event import Pseudonymiser, Record
 from uptake._version import CLIENT_NAME
-from uptake.v1.ingest_pb2 import Columns, Event, IngestRequest
+from uptake.v1.ingest_pb2 import Event, IngestRequest
 
 # What a request adds around its columns: the columns field, the packed headers of
 # occurred_at_ms and property_counts, attempt and an empty batch_id.
@@ -48,11 +48,17 @@ def _string_bytes(value: str) -> int:
     return 1 + (length.bit_length() + 6) // 7 + length if length else 2
 
 
-def to_columns(records: Sequence[Record]) -> Columns:
-    """Return the records column-wise."""
-    columns = Columns()
+def to_request(records: Sequence[Record], attempt: int = 0) -> IngestRequest:
+    """Return a request carrying the records column-wise.
+
+    The columns are filled in place: a Columns message passed to IngestRequest() would
+    be copied, about 0.24 µs per event.
+    """
+    request = IngestRequest(attempt=attempt)
+    columns = request.columns
+    columns.SetInParent()  # column-wise even when empty
     if not records:
-        return columns
+        return request
     ids, stamps, tools, actions, users, units, features, properties = zip(*records, strict=True)
     columns.event_id.extend(ids)
     columns.occurred_at_ms.extend(stamps)
@@ -71,7 +77,7 @@ def to_columns(records: Sequence[Record]) -> Columns:
         columns.property_values.extend(
             [value for pairs in properties if pairs for _, value in pairs]
         )
-    return columns
+    return request
 
 
 def to_proto(record: Record) -> Event:

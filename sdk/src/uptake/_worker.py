@@ -59,8 +59,14 @@ class Worker:
         self._thread.start()
 
     def wake(self) -> None:
-        """Ask the thread to send now (a full batch is waiting)."""
-        self._wake.set()
+        """Ask the thread to send now (a full batch is waiting); cheap when already asked.
+
+        The thread clears the flag before it takes from the queue, so a flag still set
+        means whatever is queued now will be taken. Setting it takes a lock, about 0.5 µs,
+        and track() asks on every call while a batch waits.
+        """
+        if not self._wake.is_set():
+            self._wake.set()
 
     def unsettled(self) -> int:
         """Return how many events were taken off the queue and are not settled yet."""
