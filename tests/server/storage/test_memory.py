@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -390,3 +391,66 @@ def test_embedded_events_are_merged_column_by_column(tmp_path: Path) -> None:
     assert algorithms == {"Vertical"} and others == {"Horizontal"}, (algorithms, others)
     assert 0 < vertical * 1.5 < horizontal, (vertical, horizontal)
     assert rows == [(360_000, 360_000)]
+
+
+def active_parts(store: ClickHouseStore, table: str) -> int:
+    """Return how many active parts a table has."""
+    rows = store.query(
+        "SELECT count() FROM system.parts WHERE active AND database = currentDatabase() "
+        "AND table = {t:String}",
+        {"t": table},
+        role="health",
+    )
+    return int(rows[0][0])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """Poll `condition` every 0.1 s; return whether it held within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_embedded_events_and_event_ids_merge_about_ten_parts_at_a_time(tmp_path: Path) -> None:
+    # ClickHouse merges a range of parts once their total is `merge_selector_base`
+    # times the largest (5 by default; lowered only for parts older than 10 s): seven
+    # equal parts merge in a copy of `events` with the default, and stay seven in
+    # `events` until eleven are there.
+    from tests.server.storage.test_rollup import random_events
+    from uptake_server.model import FailedColumns
+    from uptake_server.store import SchemaContext
+
+    store = ClickHouseStore(parse_dsn(f"chdb://{tmp_path / 'store'}")[0])
+    try:
+        store.migrate(SchemaContext())
+        store.command("CREATE TABLE narrow AS events")  # the same engine and settings
+        store.command("ALTER TABLE narrow RESET SETTING merge_selector_base")
+        engine = engines(store)
+        assert "merge_selector_base = 10" in engine["events"]
+        assert "merge_selector_base = 10" in engine["event_ids"]
+        assert "merge_selector_base" not in engine["narrow"]
+        # One partition: every event on the 15th of the previous month.
+        first = datetime.now(UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+        noon = int((first - timedelta(days=1)).replace(day=15).timestamp() * 1000)
+        twin_parts(store, "narrow", 7, 2_000, at_ms=noon)
+        assert (active_parts(store, "events"), active_parts(store, "narrow")) == (7, 7)
+        store.command("SYSTEM START MERGES narrow")
+        store.command("SYSTEM START MERGES events")
+        assert wait_for(lambda: active_parts(store, "narrow") < 7), "the default never merged"
+        time.sleep(1)  # a second more for `events`, with the merge pool idle
+        left = active_parts(store, "events")
+        rng = random.Random(11)
+        for _ in range(4):
+            events = random_events(rng, 2_000)
+            events.occurred_at = [noon - rng.randrange(3_600_000) for _ in range(2_000)]
+            store.insert(events, FailedColumns(), lookup=[])
+        merged = wait_for(lambda: active_parts(store, "events") <= 2)
+        rows = store.query("SELECT count() FROM events", role="health")
+    finally:
+        store.close()
+    assert left == 7
+    assert merged, "eleven parts were never merged"
+    assert rows == [(22_000,)]

@@ -174,3 +174,5 @@ ENGINE = Distributed('uptake', 'uptake', 'activities_local', rand());
 -- 5: parts written and merged in small blocks (embedded): no statements for this store
 
 -- 6: events merged column by column (embedded): no statements for this store
+
+-- 7: events and event ids merged about ten parts at a time (embedded): no statements for this store
