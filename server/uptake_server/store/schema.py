@@ -274,10 +274,10 @@ def _vertical_merges(ctx: SchemaContext) -> list[str]:
 # Embedded store only: fewer, wider merges of the two tables every event is written
 # to. ClickHouse's merge selector merges a range of parts once their total is about
 # `merge_selector_base` (5) times the largest, so each event is rewritten once for
-# each factor of 5 its part grows by. At 10 it is rewritten about a third less often,
-# at the price of a few more parts kept between merges (13-22 against 13-19 after
-# 5 minutes at full load). Measured at full load over 300 s: rows merged per event
-# 6.5-6.7 by default, 4.6 with both tables at 10 (docs/performance.md).
+# each factor of 5 its part grows by. At 10 merges rewrite about 30% fewer rows, at
+# the price of a few more parts kept between merges (13-22 active parts of `events`
+# against 18-19 after 5 minutes at full load). Measured at full load over 300 s: rows
+# merged per event 6.5-6.7 by default, 4.6 with both tables at 10 (docs/performance.md).
 WIDE_MERGES = "merge_selector_base = 10"
 WIDE_MERGE_TABLES = ("events", "event_ids")
 
