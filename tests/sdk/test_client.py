@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 
 import uptake
+from tests.support.polling import wait_for
 from uptake.v1.ingest_pb2 import IngestRequest, IngestResponse, Rejection
 
 MakeClient = Callable[..., uptake.Client]
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 5) -> None:
-    """Poll until `condition` is true, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_track_sends_every_field(make_client: MakeClient) -> None:
@@ -101,7 +94,7 @@ def test_a_full_batch_is_sent_without_waiting_for_the_timer(make_client: MakeCli
     client = make_client(transport=transport, batch_size=5, flush_interval=60)
     for i in range(5):
         client.track(f"u{i}", "view", tool="wiki")
-    wait_until(lambda: transport.events)
+    wait_for(lambda: transport.events, timeout=5, interval=0.005)
     assert len(transport.events) == 5
 
 
@@ -109,7 +102,7 @@ def test_events_are_sent_after_the_flush_interval(make_client: MakeClient) -> No
     transport = uptake.InMemoryTransport()
     client = make_client(transport=transport, flush_interval=0.05)
     client.track("u", "view", tool="wiki")
-    wait_until(lambda: transport.events)
+    wait_for(lambda: transport.events, timeout=5, interval=0.005)
     assert len(transport.events) == 1
 
 
@@ -146,7 +139,8 @@ def test_a_full_queue_drops_and_counts(make_client: MakeClient) -> None:
     client = make_client(transport=transport, max_queue_size=10, batch_size=5, flush_interval=60)
     for i in range(5):
         client.track(f"u{i}", "view", tool="wiki")
-    wait_until(lambda: transport.requests)  # the worker holds the first batch in a slow send
+    # The worker holds the first batch in a slow send.
+    wait_for(lambda: transport.requests, timeout=5, interval=0.005)
     for i in range(30):
         client.track(f"v{i}", "view", tool="wiki")
     assert client.stats().queue_full == 20

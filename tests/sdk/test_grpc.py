@@ -9,7 +9,7 @@ import grpc
 
 import uptake
 from tests.sdk.fake_server import FakeServer, fail, reject, slow, unavailable
-from tests.sdk.test_client import wait_until
+from tests.support.polling import wait_for
 from tests.support.servers import free_port
 
 MakeClient = Callable[..., uptake.Client]
@@ -159,7 +159,7 @@ def test_close_during_a_call_in_flight_returns_in_time(make_client: MakeClient) 
         started = time.monotonic()
         assert client.close(0.4) is False
         assert time.monotonic() - started < 0.8
-        wait_until(lambda: client.stats().shutdown == 3)
+        wait_for(lambda: client.stats().shutdown == 3, timeout=5, interval=0.005)
 
 
 def test_first_sends_say_attempt_one_and_resends_count_up(make_client: MakeClient) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 import uptake
 from tests.sdk.fake_server import FakeServer, ok, unavailable
-from tests.sdk.test_client import wait_until
+from tests.support.polling import wait_for
 from tests.support.servers import free_port
 from uptake._event import Record
 from uptake._spool import MAGIC, Spool, SpoolEntry
@@ -141,7 +141,7 @@ def test_spooled_events_are_replayed_in_order_after_reconnect(
     for i in range(23):
         client.track(f"u{i:02d}", "view", tool="wiki")
     assert client.flush(2) is False
-    wait_until(lambda: client.stats().spooled == 23)
+    wait_for(lambda: client.stats().spooled == 23, timeout=5, interval=0.005)
     with FakeServer(port=port) as server:
         assert client.flush(10)
         order = [e.user_id for r in server.received for e in r.events]
@@ -193,7 +193,7 @@ def test_processes_sharing_a_spool_deliver_each_event_once(tmp_path: Path) -> No
         for n in range(3)
     ]
     try:
-        wait_until(lambda: len(list(go.glob("*.batch"))) >= 3 * 8, timeout=30)
+        wait_for(lambda: len(list(go.glob("*.batch"))) >= 3 * 8, timeout=30, interval=0.005)
         with FakeServer(port=port) as server:
             server.script.append(ok)
             outputs = [p.communicate(timeout=60)[0] for p in processes]

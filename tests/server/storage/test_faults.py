@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 from tests.server.storage.conftest import context_for
 from tests.server.storage.rows import events_of
 from tests.support.clickhouse_http import ClickHouseHTTP
+from tests.support.polling import wait_for
 from tests.support.servers import health_status
 from uptake.v1 import ingest_pb2, ingest_pb2_grpc
 from uptake_server.app import INGEST_SERVICE, Service
@@ -103,14 +104,6 @@ def test_a_stalled_server_times_out_and_is_reported_down(
     assert http_store.ping()
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the condition did not hold in time")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("mode", ["503", "drop", "stall"])
 def test_an_outage_is_unavailable_with_retry_info_and_heals_without_restart(
     mode: str, http_fault: ClickHouseHTTP, http_dsn: str, tmp_path: Path
@@ -156,13 +149,19 @@ def test_an_outage_is_unavailable_with_retry_info_and_heals_without_restart(
             assert retry.retry_delay.ToMilliseconds() > 0
             not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
             wait_for(
-                lambda: health_status(service.grpc_target, service=INGEST_SERVICE) == not_serving
+                lambda: health_status(service.grpc_target, service=INGEST_SERVICE) == not_serving,
+                timeout=10,
+                what="NOT_SERVING",
             )
             assert service.metrics.store_up._value.get() == 0
 
             http_fault.fault(None)
             serving = health_pb2.HealthCheckResponse.SERVING
-            wait_for(lambda: health_status(service.grpc_target, service=INGEST_SERVICE) == serving)
+            wait_for(
+                lambda: health_status(service.grpc_target, service=INGEST_SERVICE) == serving,
+                timeout=10,
+                what="SERVING",
+            )
             reply = stub.Ingest(request, timeout=30)
             assert reply.accepted == 1
             assert service.metrics.store_up._value.get() == 1
