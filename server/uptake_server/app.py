@@ -118,6 +118,7 @@ class Service:
                 max_rows=settings.commit_max_rows,
                 max_delay_seconds=settings.commit_max_delay_ms / 1000,
                 max_pending=settings.max_pending_events,
+                writers=settings.commit_writers,
                 metrics=self.metrics,
                 tracer=self.telemetry.tracer,
             )

@@ -20,6 +20,8 @@ from uptake_server.errors import ConfigError
 
 MIN_GROUP_SIZE_FLOOR = 3
 TRACE_EXPORTERS = ("off", "otlp", "console")
+# More writers than this only contend for the same disk and cores (docs/performance.md).
+MAX_COMMIT_WRITERS = 8
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.{}-]+")
 
 
@@ -70,6 +72,9 @@ class Settings:
     )
     commit_max_delay_ms: int = _setting(
         "UPTAKE_COMMIT_MAX_DELAY_MS", 0, "group commit: extra wait to fill an insert"
+    )
+    commit_writers: int = _setting(
+        "UPTAKE_COMMIT_WRITERS", 2, "group commit: inserts that may run at once"
     )
     max_pending_events: int = _setting(
         "UPTAKE_MAX_PENDING_EVENTS", 200_000, "events waiting for the store before UNAVAILABLE"
@@ -212,6 +217,12 @@ class Settings:
             "shutdown_grace_seconds",
         ):
             _check(self, name, getattr(self, name) >= 0, "must not be negative")
+        _check(
+            self,
+            "commit_writers",
+            1 <= self.commit_writers <= MAX_COMMIT_WRITERS,
+            f"must be 1 to {MAX_COMMIT_WRITERS}",
+        )
         _check(self, "health_interval_seconds", self.health_interval_seconds > 0, "must be > 0")
         _check(self, "kpi_refresh_seconds", self.kpi_refresh_seconds > 0, "must be > 0")
         _check(self, "activity_window_days", self.activity_window_days >= 1, "must be at least 1")

@@ -11,6 +11,7 @@ def test_defaults_are_documented_values() -> None:
     assert settings.grpc_listen == "127.0.0.1:50051"
     assert settings.metrics_listen == "127.0.0.1:9464"
     assert settings.min_group_size == 5
+    assert settings.commit_writers == 2
     assert settings.effective_store_dsn == f"chdb://{settings.data_path / 'store'}"
 
 
@@ -37,6 +38,8 @@ def test_environment_then_override_precedence() -> None:
         ({"UPTAKE_STORE_DSN": "mysql://db"}, "UPTAKE_STORE_DSN) must start with chdb://"),
         ({"UPTAKE_LOG_FORMAT": "xml"}, "must be text or json"),
         ({"UPTAKE_MAX_PENDING_EVENTS": "0"}, "UPTAKE_MAX_PENDING_EVENTS) must be at least 1"),
+        ({"UPTAKE_COMMIT_WRITERS": "0"}, "UPTAKE_COMMIT_WRITERS) must be 1 to 8; got 0"),
+        ({"UPTAKE_COMMIT_WRITERS": "9"}, "UPTAKE_COMMIT_WRITERS) must be 1 to 8; got 9"),
     ],
 )
 def test_invalid_values_name_the_setting(env: dict[str, str], fragment: str) -> None:

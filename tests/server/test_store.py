@@ -130,14 +130,42 @@ class SlowStore:
         return self.inner.insert(events, failed, lookup=lookup)
 
 
+class GatedStore:
+    """Wraps the real store; the first insert is held until `release` is set."""
+
+    def __init__(self, inner: ClickHouseStore) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.held = threading.Event()  # the first insert has started
+        self.inserted: list[int] = []  # sizes of the inserts begun after the first
+        self._first = True
+
+    def insert(
+        self, events: EventColumns, failed: FailedColumns, *, lookup: list[bytes] | None = None
+    ) -> set[bytes]:
+        if self._first:
+            self._first = False
+            self.held.set()
+            assert self.release.wait(30), "the held insert was never released"
+        else:
+            self.inserted.append(len(events))
+        return self.inner.insert(events, failed, lookup=lookup)
+
+
 def committer_for(
-    store: SlowStore, *, max_rows: int, max_delay: float, max_pending: int
+    store: SlowStore | GatedStore,
+    *,
+    max_rows: int,
+    max_delay: float,
+    max_pending: int,
+    writers: int = 1,
 ) -> GroupCommitter:
     return GroupCommitter(
         store,
         max_rows=max_rows,
         max_delay_seconds=max_delay,
         max_pending=max_pending,
+        writers=writers,
         metrics=ServiceMetrics(registry=CollectorRegistry()),
     )
 
@@ -263,3 +291,49 @@ def test_first_sends_skip_the_lookup_and_resends_are_still_caught(store: ClickHo
     finally:
         committer.close()
     assert count(store) == 10
+
+
+def test_with_two_writers_a_first_send_is_stored_while_the_insert_before_it_runs(
+    store: ClickHouseStore,
+) -> None:
+    gated = GatedStore(store)
+    committer = committer_for(gated, max_rows=100_000, max_delay=0.0, max_pending=10**6, writers=2)
+    try:
+        held = committer.submit(make_events(10), FailedColumns(), first_send=True)
+        assert gated.held.wait(30)
+        second = committer.submit(make_events(5), FailedColumns(), first_send=True)
+        assert second.result(timeout=30).stored == 5  # never waited for the held insert
+        assert not held.done() and count(store) == 5
+        gated.release.set()
+        assert held.result(timeout=30).stored == 10
+    finally:
+        gated.release.set()
+        committer.close()
+    assert count(store) == 15
+
+
+def test_a_resend_waits_for_the_running_inserts_and_is_caught(store: ClickHouseStore) -> None:
+    # The client gave up on the first send while it was being inserted, and resent:
+    # inserted beside it, the resend would find nothing and store every event twice.
+    gated = GatedStore(store)
+    committer = committer_for(gated, max_rows=100_000, max_delay=0.0, max_pending=10**6, writers=2)
+    try:
+        first = make_events(10)
+        held = committer.submit(first, FailedColumns(), first_send=True)
+        assert gated.held.wait(30)
+        resent = committer.submit(make_events(10, ids=first.event_id), FailedColumns())
+        time.sleep(0.3)  # time enough for the idle writer to insert it, were it allowed
+        assert gated.inserted == [] and not resent.done()
+        gated.release.set()
+        assert held.result(timeout=30).stored == 10
+        result = resent.result(timeout=30)
+        assert (result.stored, result.duplicates) == (0, 10)
+    finally:
+        gated.release.set()
+        committer.close()
+    assert count(store) == 10
+
+
+def test_a_group_committer_needs_a_writer() -> None:
+    with pytest.raises(ValueError, match="writers must be at least 1, not 0"):
+        committer_for(SlowStore(None, 0), max_rows=1, max_delay=0, max_pending=1, writers=0)  # type: ignore[arg-type]

@@ -3,15 +3,14 @@
 One client per role (admin, writer, reader, health, ...), never an auto-generated session id
 (sessions would serialise a role's calls and pin them to one server); column-oriented inserts
 with the column types given (no DESCRIBE per insert); compressed HTTP both ways; connect and
-statement timeouts; transient failures retried a bounded number of times, safely: every
-insert carries an ``insert_deduplication_token`` (store/tokens.py).
+statement timeouts; transient failures retried a bounded number of times, safely
+(store/failures.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
 from uptake_server import __version__
-from uptake_server.errors import StoreError, StoreLocked, StoreUnavailable
+from uptake_server.errors import StoreError, StoreLocked
 from uptake_server.model import EVENT_COLUMNS, FAILED_COLUMNS, EventColumns, FailedColumns
 from uptake_server.store import memory
 from uptake_server.store.dsn import StoreOptions, StoreTarget
+from uptake_server.store.failures import classified, classify, retrying
 from uptake_server.store.lock import DirectoryLock
 from uptake_server.store.rollup import DUPLICATE_FILTER, Rollup, slice_condition
 from uptake_server.store.rollup import ROLE as ROLLUP_ROLE
@@ -46,12 +46,6 @@ _IDS = "(SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
 _LOOKUP = f"SELECT event_id FROM event_ids WHERE event_id IN {_IDS}"
 # Ids per duplicate lookup: keeps each query well under max_query_size.
 _LOOKUP_CHUNK = 10_000
-# ClickHouse errors that say "not now" rather than "never": overload, timeouts,
-# network trouble, replicas or Keeper away, a commit of unknown outcome.
-TRANSIENT_CODES = frozenset(
-    {3, 159, 202, 203, 209, 210, 241, 242, 252, 285, 286, 319, 425, 999, 1000}
-)
-RETRY_BASE_SECONDS = 0.2
 HEALTH_ROLE = "health"
 HEALTH_TIMEOUT_SECONDS = 5
 # clickhouse-connect imports pandas (installed with chDB) at the first insert, to ask
@@ -69,8 +63,11 @@ class ClickHouseStore:
         self._lock: DirectoryLock | None = None
         self._clients: dict[str, Client] = {}
         self._client_guard = threading.Lock()
-        # Inserts into events, one at a time: their numbers follow commit order.
+        # Held while the roll-up's state is first read, before any insert is numbered.
         self._insert_lock = threading.Lock()
+        # One writer connection per inserting thread (group commit runs several).
+        self._writers = threading.local()
+        self._writer_threads = 0
         self._rollup: Rollup | None = None
         if target.engine == "chdb":
             memory.tune_allocator()
@@ -130,7 +127,7 @@ class ClickHouseStore:
                     f"the data directory {target.path} is in use by another process; "
                     "stop it first, or give this server its own --data-dir"
                 ) from None
-            raise self._classify(exc, f"cannot connect to {target.describe()}") from exc
+            raise classify(exc, f"cannot connect to {target.describe()}") from exc
 
     def _statement_timeout(self, role: str) -> int:
         # A health probe that waits out a stalled server would report it late.
@@ -153,9 +150,9 @@ class ClickHouseStore:
 
         return migrate(self, ctx)
 
-    def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+    def existing_ids(self, ids: Sequence[bytes], *, role: str = "writer") -> set[bytes]:
         """Return which of these event ids the store already holds."""
-        client = self.client("writer")
+        client = self.client(role)
         found: set[bytes] = set()
         sql = _LOOKUP
         rollup = self._loaded_rollup()
@@ -188,6 +185,7 @@ class ClickHouseStore:
         the ids in `lookup` are looked up among stored events (None: every id);
         clients mark first sends, whose ids cannot be stored yet.
         """
+        role = self._writer_role()
         already: set[bytes] = set()
         if len(events):
             keep: list[int] = []
@@ -196,11 +194,12 @@ class ClickHouseStore:
                 if event_id not in seen:
                     seen.add(event_id)
                     keep.append(index)
-            already = self.existing_ids(list(seen) if lookup is None else list(set(lookup)))
+            wanted = list(seen) if lookup is None else list(set(lookup))
+            already = self.existing_ids(wanted, role=role)
             if already or len(keep) != len(events):
                 events = events.select([i for i in keep if events.event_id[i] not in already])
         if len(events):
-            self._insert_events(events)
+            self._insert_events(events, role)
         if len(failed):
             self.insert_columns(
                 "failed_events",
@@ -208,28 +207,49 @@ class ClickHouseStore:
                 names=_FAILED_NAMES,
                 types=_FAILED_TYPES,
                 token=failed_token(failed),
+                role=role,
             )
         return already
 
-    def _insert_events(self, events: EventColumns) -> None:
+    def _writer_role(self) -> str:
+        """Return the calling thread's writer role, so inserts on several threads overlap."""
+        role: str | None = getattr(self._writers, "role", None)
+        if role is None:
+            with self._client_guard:
+                self._writer_threads += 1
+                role = "writer" if self._writer_threads == 1 else f"writer-{self._writer_threads}"
+            self._writers.role = role
+        return role
+
+    def _insert_events(self, events: EventColumns, role: str) -> None:
         token = event_token(events.event_id)
         rollup = self._rollup
         if rollup is None:
             self.insert_columns(
-                "events", events.columns(), names=_EVENT_NAMES, types=_EVENT_TYPES, token=token
+                "events",
+                events.columns(),
+                names=_EVENT_NAMES,
+                types=_EVENT_TYPES,
+                token=token,
+                role=role,
             )
             return
         with self._insert_lock:
             rollup.load()
-            seq = rollup.next_seq()
+        seq = rollup.begin()
+        stored = 0
+        try:
             self.insert_columns(
                 "events",
                 [*events.columns(), [seq] * len(events)],
                 names=[*_EVENT_NAMES, SEQ_COLUMN],
                 types=[*_EVENT_TYPES, "UInt64"],
                 token=token,
+                role=role,
             )
-            rollup.committed(seq, len(events))
+            stored = len(events)
+        finally:
+            rollup.finish(seq, stored)
 
     def insert_columns(
         self,
@@ -239,9 +259,10 @@ class ClickHouseStore:
         names: list[str],
         types: list[str],
         token: str,
+        role: str = "writer",
     ) -> None:
         """Insert column-oriented rows with a deduplication token, retrying transient failures."""
-        client = self.client("writer")
+        client = self.client(role)
         settings = {
             **self.options.insert_settings(embedded=self.target.engine == "chdb"),
             "insert_deduplication_token": token,
@@ -364,36 +385,13 @@ class ClickHouseStore:
             self._lock = None
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
-        started = time.monotonic()
-        attempts = self.options.insert_attempts
-        attempt = 1
-        while True:
-            try:
-                return self._run(call)
-            except StoreUnavailable as exc:
-                spent = time.monotonic() - started
-                if attempt >= attempts or spent > self.options.query_timeout_seconds:
-                    raise
-                delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1)
-                log.warning(
-                    "%s failed (attempt %d of %d, retrying in %.1f s): %s",
-                    what,
-                    attempt,
-                    attempts,
-                    delay,
-                    exc,
-                )
-                time.sleep(delay)
-                attempt += 1
+        return retrying(
+            call,
+            what=what,
+            context=f"{self.target.describe()} failed",
+            attempts=self.options.insert_attempts,
+            within_seconds=self.options.query_timeout_seconds,
+        )
 
     def _run(self, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except (OperationalError, DatabaseError) as exc:
-            raise self._classify(exc, f"{self.target.describe()} failed") from exc
-
-    def _classify(self, exc: ClickHouseError, context: str) -> StoreError:
-        code = getattr(exc, "code", None)
-        if isinstance(exc, OperationalError) or code in TRANSIENT_CODES:
-            return StoreUnavailable(f"{context} (unavailable): {exc}")
-        return StoreError(f"{context}: {exc}")
+        return classified(call, f"{self.target.describe()} failed")

@@ -1,10 +1,18 @@
 """Group commit: concurrent requests share one insert, and each learns when it is stored.
 
 A request hands its columns to `submit()` and waits on the returned future.
-One writer thread takes everything pending, waiting at most `max_delay` for more
-rows when fewer than `max_rows` are pending, inserts it in one go and resolves
-every future. Throughput comes from batching, and an acknowledgement still
-means committed: nothing is buffered beyond the requests that wait for it.
+A free writer thread takes everything pending, waiting at most `max_delay` for
+more rows when fewer than `max_rows` are pending, inserts it in one go and
+resolves every future. Throughput comes from batching, and an acknowledgement
+still means committed: nothing is buffered beyond the requests that wait for it.
+
+Several writers (`writers`, 2 by default) let a request be inserted while the
+insert before it is still being written, instead of waiting for it: on the
+embedded engine most of a small insert's time is spent creating its part's files.
+Resent events must be looked up among the stored ones, so a batch holding any
+waits until no insert is running: the event's first send, if it was in one, is
+then stored and found. First sends (marked by the client) need no lookup and
+overlap freely.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ class _Pending:
 
 
 class GroupCommitter:
-    """Batch concurrent submissions into shared inserts on one writer thread."""
+    """Batch concurrent submissions into shared inserts on a few writer threads."""
 
     def __init__(
         self,
@@ -71,9 +79,12 @@ class GroupCommitter:
         max_delay_seconds: float,
         max_pending: int,
         metrics: ServiceMetrics,
+        writers: int = 1,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
     ) -> None:
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, not {writers}")
         self._tracer = tracer
         self._store = store
         self._max_rows = max_rows
@@ -84,10 +95,16 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._queued_rows = 0
+        self._queued_resends = 0  # queued requests whose events need a lookup
         self._pending_rows = 0  # queued plus being inserted
+        self._inserting = 0  # inserts running
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="uptake-group-commit", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"uptake-group-commit-{n}", daemon=True)
+            for n in range(1, writers + 1)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self,
@@ -116,34 +133,46 @@ class GroupCommitter:
                 )
             self._queue.append(item)
             self._queued_rows += rows
+            self._queued_resends += not first_send
             self._pending_rows += rows
             self._metrics.pending.set(self._pending_rows)
             self._cond.notify()
         return item.future
 
     def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then stop the writer thread."""
+        """Commit what is queued, then stop the writer threads."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("the group-commit writer did not finish within %.1f s", timeout)
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.error("the group-commit writers did not finish within %.1f s", timeout)
 
     def _take(self) -> list[_Pending] | None:
         with self._cond:
-            while not self._queue and not self._closing:
-                self._cond.wait()
-            if not self._queue:
-                return None
-            deadline = self._clock() + self._max_delay
-            while self._queued_rows < self._max_rows and not self._closing:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            batch, self._queue, self._queued_rows = self._queue, [], 0
-            return batch
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return None
+                    self._cond.wait()
+                    continue
+                if self._queued_resends and self._inserting:
+                    self._cond.wait()  # until the running inserts are stored
+                    continue
+                deadline = self._clock() + self._max_delay
+                while self._queued_rows < self._max_rows and not self._closing:
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if not self._queue or (self._queued_resends and self._inserting):
+                    continue  # another writer took them, or a resend came meanwhile
+                batch, self._queue = self._queue, []
+                self._queued_rows = self._queued_resends = 0
+                self._inserting += 1
+                return batch
 
     def _run(self) -> None:
         while True:
@@ -178,7 +207,9 @@ class GroupCommitter:
         finally:
             with self._cond:
                 self._pending_rows -= rows
+                self._inserting -= 1
                 self._metrics.pending.set(self._pending_rows)
+                self._cond.notify_all()  # a waiting resend may go now
 
     @staticmethod
     def _resolve(

@@ -8,12 +8,15 @@ The embedded store (one process per data directory, so one writer) drops the vie
 (migration 4) and rolls up instead:
 
 - every insert into `events` carries the next number of a per-store sequence
-  (`insert_seq`), assigned under the store's insert lock, so numbers follow commit
-  order and a number is final once its insert returns;
+  (`insert_seq`), taken when the insert starts; inserts on several writer
+  connections overlap, so they can finish out of order, and a number counts as
+  done once its insert has returned or failed;
 - a roll-up (every `UPTAKE_ROLLUP_INTERVAL_MS`, before each KPI read, and when the
   store closes) runs the views' own SELECTs over the slice of events numbered after
-  each table's mark, up to the newest committed number, then records the new marks
-  in `kpi_rollup`, all of them in one insert (one part, not one per table);
+  each table's mark, up to the newest number below which every insert is done (an
+  insert still running holds the roll-up back, so none of its rows can land in a
+  slice already rolled up), then records the new marks in `kpi_rollup`, all of them
+  in one insert (one part, not one per table);
 - the duplicate lookup reads `event_ids` and the slice of `events` after the
   filter's mark, so a retry is caught the moment its first send is acknowledged;
 - the first roll-up of a process (`recover`) finishes whatever the previous one
@@ -66,10 +69,12 @@ class Rollup:
         self._query = query
         self._lock = threading.Lock()  # one roll-up at a time
         self._loaded = False
-        self._seq = 0  # the newest committed insert's number
+        self._seq = 0  # every insert numbered up to here is done
+        self._issued = 0  # the newest number handed to an insert
+        self._done: dict[int, int] = {}  # done above _seq: number -> events committed
         self._marks: dict[str, int] = {}
-        self._pending = 0  # events committed and not rolled up yet
-        self._counts = threading.Lock()  # _seq and _pending change together
+        self._pending = 0  # events committed up to _seq and not rolled up yet
+        self._counts = threading.Lock()  # guards the numbers and _pending
 
     @property
     def pending(self) -> int:
@@ -81,11 +86,11 @@ class Rollup:
         return self._marks.get(table, 0)
 
     def load(self) -> None:
-        """Read the newest number, the marks and the backlog; call with the insert lock held."""
+        """Read the newest number, the marks and the backlog; call before any insert starts."""
         if self._loaded:
             return
         rows = self._query(f"SELECT max({SEQ_COLUMN}) FROM events")
-        self._seq = int(rows[0][0] or 0) if rows else 0
+        self._seq = self._issued = int(rows[0][0] or 0) if rows else 0
         marks = self._query(f"SELECT aggregate, upto FROM {ROLLUP_STATE_TABLE} FINAL")
         self._marks = {str(name): int(upto) for name, upto in marks}
         oldest = min(self.mark(table) for table, _ in TABLES)
@@ -94,15 +99,23 @@ class Rollup:
             self._pending = int(count[0][0]) if count else 0
         self._loaded = True
 
-    def next_seq(self) -> int:
-        """Return the number for the next insert (insert lock held)."""
-        return self._seq + 1
-
-    def committed(self, seq: int, events: int) -> None:
-        """Record that the insert numbered `seq` committed `events` events (insert lock held)."""
+    def begin(self) -> int:
+        """Return the number of an insert about to start; `finish` it whatever happens."""
         with self._counts:
-            self._seq = seq
-            self._pending += events
+            self._issued += 1
+            return self._issued
+
+    def finish(self, seq: int, events: int) -> None:
+        """Record that the insert numbered `seq` is done, having committed `events` events.
+
+        A failed insert finishes with 0: it stored nothing, and the numbers after it
+        must not wait for it.
+        """
+        with self._counts:
+            self._done[seq] = events
+            while self._seq + 1 in self._done:
+                self._seq += 1
+                self._pending += self._done.pop(self._seq)
 
     def run(self) -> int:
         """Roll every table up to the newest committed insert; return events rolled up."""

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.server.storage.rows import NOW_MS
 from tests.server.test_service import event, scrape, settings_for
 from uptake_server.app import Service
+from uptake_server.errors import StoreUnavailable
 from uptake_server.model import EventColumns, FailedColumns
 from uptake_server.store import ClickHouseStore
 from uptake_server.store.rollup import TABLES, Rollup
@@ -169,6 +172,71 @@ def test_close_rolls_up_and_a_reopened_store_goes_on_numbering(tmp_path: Path) -
             assert second.query(stored) == second.query(expected), table
     finally:
         second.close()
+
+
+def held_first_insert(
+    store: ClickHouseStore, monkeypatch: pytest.MonkeyPatch, *, fail: bool = False
+) -> tuple[threading.Event, threading.Event]:
+    """Hold the store's next insert into events after it is numbered (or fail it there)."""
+    numbered, release = threading.Event(), threading.Event()
+    real = store.insert_columns
+    first = True
+
+    def insert_columns(table: str, columns: Any, **kwargs: Any) -> None:
+        nonlocal first
+        if table == "events" and first:
+            first = False
+            numbered.set()
+            if fail:
+                raise StoreUnavailable("the engine went away")
+            assert release.wait(30), "never released"
+        real(table, columns, **kwargs)
+
+    monkeypatch.setattr(store, "insert_columns", insert_columns)
+    return numbered, release
+
+
+@pytest.fixture
+def embedded_store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    store = embedded(tmp_path / "store")
+    yield store
+    store.close()
+
+
+def test_a_roll_up_waits_for_an_insert_numbered_before_a_committed_one(
+    embedded_store: ClickHouseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two writers: insert 1 is still being written when insert 2 commits. Rolling
+    # up to 2 then would leave insert 1's events out of every derived table.
+    store, rng = embedded_store, random.Random(8)
+    numbered, release = held_first_insert(store, monkeypatch)
+    slow = threading.Thread(target=store.insert, args=(random_events(rng, 40), FailedColumns()))
+    slow.start()
+    try:
+        assert numbered.wait(30)
+        later = random_events(rng, 25)
+        store.insert(later, FailedColumns())
+        assert store.roll_up() == 0  # held back by insert 1
+        assert store.existing_ids(later.event_id) == set(later.event_id)  # still caught
+    finally:
+        release.set()
+        slow.join(30)
+    assert store.roll_up() == 65
+    for table, (expected, stored) in EXPECTED_AND_STORED.items():
+        assert store.query(stored) == store.query(expected), table
+
+
+def test_a_failed_insert_does_not_hold_the_roll_up_back(
+    embedded_store: ClickHouseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, rng = embedded_store, random.Random(9)
+    held_first_insert(store, monkeypatch, fail=True)
+    with pytest.raises(StoreUnavailable, match="the engine went away"):
+        store.insert(random_events(rng, 40), FailedColumns())
+    store.insert(random_events(rng, 25), FailedColumns())
+    assert store.roll_up() == 25
+    for table, (expected, stored) in EXPECTED_AND_STORED.items():
+        assert store.query(stored) == store.query(expected), table
 
 
 def test_the_service_rolls_up_in_the_background(tmp_path: Path) -> None:
