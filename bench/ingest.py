@@ -8,8 +8,11 @@ Runs, on loopback and a fresh embedded store each time:
 2. end to end: SDK clients in separate processes -> one server -> embedded store,
    for each batch size and client count; every event is acknowledged only after
    commit, and the store's row count is checked against what was acknowledged;
-3. acknowledgement latency at half the best end-to-end rate (raw gRPC clients
-   sending paced 500-event first sends), p50 and p99;
+3. acknowledgement latency at half rate, p50 and p99: two raw gRPC clients send
+   first sends open loop (each request at its time, answered or not, its latency
+   counted from that time), in the best configuration's requests at half the best
+   rate, and in the SDK's default 500-event requests at half the best rate those
+   reach; each with the rate actually acknowledged;
 4. sustained: the best configuration for --sustain-seconds (default 300), clients
    blocking on a full queue, with the server's memory trend and the median RSS of
    each minute;
@@ -50,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+import uptake  # noqa: E402
 from bench.load import ACTIONS, ORG_UNITS, latency_client, sdk_client  # noqa: E402
 from bench.memory import RssSampler, minute_medians, trend_per_minute  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
@@ -152,7 +156,7 @@ def stored_count(data_dir: Path) -> int:
 
 
 def latency(rate: float, clients: int, batch: int, seconds: float, work: Path) -> dict[str, float]:
-    """Return p50 and p99 acknowledgement latency at a paced total rate."""
+    """Return p50 and p99 acknowledgement latency at a total rate held open loop."""
     # Start from a quiet disk: the earlier runs' data may still be written back.
     os.sync()
     data_dir = Path(tempfile.mkdtemp(dir=work))
@@ -167,11 +171,13 @@ def latency(rate: float, clients: int, batch: int, seconds: float, work: Path) -
         ]
         for p in procs:
             p.start()
-        samples = sorted(x for _ in procs for x in out.get(timeout=seconds + 600))
+        reports = [out.get(timeout=seconds + 600) for _ in procs]
         for p in procs:
             p.join()
+    samples = sorted(x for latencies, _ in reports for x in latencies)
     return {
-        "rate_events_per_second": round(rate),
+        "target_events_per_second": round(rate),
+        "rate_events_per_second": round(sum(acknowledged for _, acknowledged in reports)),
         "requests": len(samples),
         "p50_ms": round(statistics.median(samples) * 1000, 1),
         "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000, 1),
@@ -235,6 +241,8 @@ MATRIX = [
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.6
 TARGET_P50_MS = 20
+# The SDK's default batch size: the requests of a client left as it comes.
+SDK_BATCH = uptake.Options().batch_size
 TARGET_P99_MS = 100
 TARGET_RSS_MB = 500
 
@@ -291,10 +299,21 @@ def main() -> None:
             console.print(f"end to end: {clients} SDK client process(es), batch {batch} ...")
             runs.append(end_to_end(clients, batch, args.events // clients, work))
         best = max(runs, key=lambda r: r.events_per_second)
-        console.print(
-            f"latency at half the best rate ({best.events_per_second / 2:,.0f} events/s) ..."
-        )
-        lat = latency(best.events_per_second / 2, 2, 500, args.latency_seconds, work)
+        # Latency at half rate, open loop: in the best configuration's requests, and in
+        # the SDK's default requests at half the best rate those reach (beyond their
+        # own best rate, small requests would only queue up).
+        latencies: dict[str, dict[str, float]] = {}
+        small = [r for r in runs if r.batch == SDK_BATCH and r is not best]
+        shapes = [(best, "best configuration")]
+        if small:
+            shapes.append((max(small, key=lambda r: r.events_per_second), "SDK default"))
+        for run, name in shapes:
+            rate = run.events_per_second / 2
+            console.print(f"latency: {run.batch}-event requests at {rate:,.0f} events/s ...")
+            latencies[name] = {
+                "batch": run.batch,
+                **latency(rate, 2, run.batch, args.latency_seconds, work),
+            }
         if args.sustain_seconds:
             console.print(
                 f"sustained: {best.clients} clients, batch {best.batch}, "
@@ -348,15 +367,14 @@ def main() -> None:
             f"{best.events_per_second / limit:.0%}",
             best.events_per_second >= TARGET_RATIO * limit,
         ),
-        (
-            f"p50 <= {TARGET_P50_MS} ms at half rate",
-            f"{lat['p50_ms']} ms at {lat['rate_events_per_second']:,} events/s",
-            lat["p50_ms"] <= TARGET_P50_MS,
-        ),
-        (
-            f"p99 <= {TARGET_P99_MS} ms at half rate",
-            f"{lat['p99_ms']} ms",
-            lat["p99_ms"] <= TARGET_P99_MS,
+        *(
+            (
+                f"p{q} <= {bound} ms at half rate, {name} ({lat['batch']:.0f}-event requests)",
+                f"{lat[f'p{q}_ms']} ms at {lat['rate_events_per_second']:,} events/s",
+                lat[f"p{q}_ms"] <= bound,
+            )
+            for name, lat in latencies.items()
+            for q, bound in ((50, TARGET_P50_MS), (99, TARGET_P99_MS))
         ),
         (
             f"RSS <= {TARGET_RSS_MB} MB at the best rate",
@@ -377,7 +395,7 @@ def main() -> None:
         "sustained": asdict(sustained) if sustained else None,
         "best_events_per_second": best.events_per_second,
         "ratio_to_limit": round(best.events_per_second / limit, 3),
-        "latency_at_half_rate": lat,
+        "latency_at_half_rate": latencies,
         "targets_met": {name: met for name, _, met in rows},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

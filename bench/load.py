@@ -1,4 +1,4 @@
-"""The load generators of `make bench`: SDK clients and paced raw gRPC clients.
+"""The load generators of `make bench`: SDK clients and open-loop raw gRPC clients.
 
 Each runs in a process of its own (multiprocessing, spawn) and reports through a queue.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 ORG_UNITS = [f"unit-{i:02d}" for i in range(40)]
 ACTIONS = ["page_view", "page_edit", "comment", "search", "share"]
@@ -66,7 +68,15 @@ def latency_client(
     seconds: float,
     out: mp.Queue,  # type: ignore[type-arg]
 ) -> None:
-    """Send `batch`-event requests at `rate` events/s for `seconds`; report latencies."""
+    """Send `batch`-event requests at `rate` events/s for `seconds`; report latencies.
+
+    Open loop: each request goes out at its scheduled time whether or not the ones
+    before it are answered, so the rate holds whatever the latency, and a latency
+    counts from the scheduled time (a send held up on this side counts too).
+    Reports the latencies in seconds and the events/s acknowledged.
+    """
+    import threading
+
     import grpc
 
     from uptake.v1 import ingest_pb2, ingest_pb2_grpc
@@ -74,7 +84,7 @@ def latency_client(
     now = int(time.time() * 1000)
     # attempt=1 marks a first send, as the SDK does: no duplicate lookup needed.
     # Column-wise, as the SDK sends.
-    request = ingest_pb2.IngestRequest(
+    template = ingest_pb2.IngestRequest(
         attempt=1,
         columns=ingest_pb2.Columns(
             occurred_at_ms=[now] * batch,
@@ -85,19 +95,38 @@ def latency_client(
         ),
     )
     interval = batch / rate
-    latencies = []
+    sends = max(1, round(seconds / interval))
+    latencies: list[float] = []
+    answered: list[float] = []
+    lock = threading.Lock()
+
+    def recorder(scheduled: float) -> Callable[[Any], None]:
+        def record(future: Any) -> None:
+            finished = time.perf_counter()
+            if future.exception() is None:
+                with lock:
+                    latencies.append(finished - scheduled)
+                    answered.append(finished)
+
+        return record
+
     with grpc.insecure_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
-        next_send = time.perf_counter()
-        end = next_send + seconds
-        while next_send < end:
-            delay = next_send - time.perf_counter()
+        start = time.perf_counter()
+        futures = []
+        for k in range(sends):
+            request = ingest_pb2.IngestRequest()
+            request.CopyFrom(template)
+            request.columns.event_id.extend([os.urandom(16) for _ in range(batch)])
+            scheduled = start + k * interval
+            delay = scheduled - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            del request.columns.event_id[:]
-            request.columns.event_id.extend([os.urandom(16) for _ in range(batch)])
-            started = time.perf_counter()
-            stub.Ingest(request, timeout=30)
-            latencies.append(time.perf_counter() - started)
-            next_send += interval
-    out.put(latencies)
+            future = stub.Ingest.future(request, timeout=30)
+            future.add_done_callback(recorder(scheduled))
+            futures.append(future)
+        for future in futures:
+            future.result()  # any failed request fails the run
+    with lock:
+        acknowledged = len(latencies) * batch / (max(answered) - start)
+    out.put((latencies, acknowledged))

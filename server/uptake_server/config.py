@@ -74,7 +74,7 @@ class Settings:
         "UPTAKE_COMMIT_MAX_DELAY_MS", 0, "group commit: extra wait to fill an insert"
     )
     commit_writers: int = _setting(
-        "UPTAKE_COMMIT_WRITERS", 2, "group commit: inserts that may run at once"
+        "UPTAKE_COMMIT_WRITERS", 1, "group commit: inserts that may run at once"
     )
     max_pending_events: int = _setting(
         "UPTAKE_MAX_PENDING_EVENTS", 200_000, "events waiting for the store before UNAVAILABLE"

@@ -11,7 +11,7 @@ def test_defaults_are_documented_values() -> None:
     assert settings.grpc_listen == "127.0.0.1:50051"
     assert settings.metrics_listen == "127.0.0.1:9464"
     assert settings.min_group_size == 5
-    assert settings.commit_writers == 2
+    assert settings.commit_writers == 1
     assert settings.effective_store_dsn == f"chdb://{settings.data_path / 'store'}"
 
 

@@ -6,9 +6,10 @@ more rows when fewer than `max_rows` are pending, inserts it in one go and
 resolves every future. Throughput comes from batching, and an acknowledgement
 still means committed: nothing is buffered beyond the requests that wait for it.
 
-Several writers (`writers`, 2 by default) let a request be inserted while the
-insert before it is still being written, instead of waiting for it: on the
-embedded engine most of a small insert's time is spent creating its part's files.
+Several writers (`writers`; the service's default is 1) let a request be
+inserted while the insert before it is still being written, instead of waiting
+for it (docs/performance.md: it helps a few clients that each wait for their
+answer, not many independent senders).
 Resent events must be looked up among the stored ones, so a batch holding any
 waits until no insert is running: the event's first send, if it was in one, is
 then stored and found. First sends (marked by the client) need no lookup and
