@@ -165,9 +165,10 @@ def latency(rate: float, clients: int, batch: int, seconds: float, work: Path) -
         out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
         procs = [
             ctx.Process(
-                target=latency_client, args=(server.target, batch, rate / clients, seconds, out)
+                target=latency_client,
+                args=(server.target, batch, rate / clients, seconds, out, k / clients),
             )
-            for _ in range(clients)
+            for k in range(clients)
         ]
         for p in procs:
             p.start()

@@ -67,12 +67,15 @@ def latency_client(
     rate: float,
     seconds: float,
     out: mp.Queue,  # type: ignore[type-arg]
+    phase: float = 0.0,
 ) -> None:
     """Send `batch`-event requests at `rate` events/s for `seconds`; report latencies.
 
     Open loop: each request goes out at its scheduled time whether or not the ones
     before it are answered, so the rate holds whatever the latency, and a latency
     counts from the scheduled time (a send held up on this side counts too).
+    `phase` (a fraction of the interval) delays the schedule, so several clients
+    spread their requests evenly instead of sending them in pairs.
     Reports the latencies in seconds and the events/s acknowledged.
     """
     import threading
@@ -112,7 +115,7 @@ def latency_client(
 
     with grpc.insecure_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
-        start = time.perf_counter()
+        start = time.perf_counter() + phase * interval
         futures = []
         for k in range(sends):
             request = ingest_pb2.IngestRequest()
