@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from uptake_server.errors import ConfigError
+from uptake_server.otel_variables import check_otlp_protocol, tracing_from_otel
 
 MIN_GROUP_SIZE_FLOOR = 3
 TRACE_EXPORTERS = ("off", "otlp", "console")
@@ -298,10 +299,10 @@ def load_settings(
         if raw is not None and raw != "":
             values[name] = _parse(name, raw, type(f.default))
     if "tracing" not in values:
-        values["tracing"] = _tracing_from_otel(environ)
+        values["tracing"] = tracing_from_otel(environ, setting=env_name("tracing"))
     settings = Settings(**values)
     if settings.tracing == "otlp":
-        _check_otlp_protocol(environ)
+        check_otlp_protocol(environ)
     return settings
 
 
@@ -318,37 +319,6 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         raise ConfigError(
             f"{env_name(name)}={raw!r} is not a valid {kind.__name__} (setting {name})"
         ) from None
-
-
-def _tracing_from_otel(environ: Mapping[str, str]) -> str:
-    """Return the trace exporter the standard OTEL_* variables ask for: off unless one does."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return "off"
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter == "none":
-        return "off"
-    if exporter in ("otlp", "console"):
-        return exporter
-    if exporter:
-        raise ConfigError(
-            f"OTEL_TRACES_EXPORTER={exporter!r} is not supported: use otlp, console or none "
-            f"(or set {env_name('tracing')})"
-        )
-    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    return "otlp" if any(environ.get(name, "").strip() for name in endpoints) else "off"
-
-
-def _check_otlp_protocol(environ: Mapping[str, str]) -> None:
-    # The traces-specific variable wins over the general one, as in the OTel SDK.
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-        protocol = environ.get(name, "").strip()
-        if protocol:
-            if protocol != "grpc":
-                raise ConfigError(
-                    f"{name}={protocol!r} is not supported: Uptake exports traces with OTLP "
-                    "over gRPC (grpc), usually to port 4317"
-                )
-            return
 
 
 def _parse_bool(raw: str) -> bool:
