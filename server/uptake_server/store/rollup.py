@@ -4,7 +4,7 @@ On a ClickHouse server, materialized views on `events` feed the duplicate filter
 (`event_ids`, migration 1) and the KPI aggregates (migration 2). Each view costs
 every insert a part of its own, a few milliseconds whatever the insert's size: on
 the embedded engine most of an acknowledgement's latency and of the CPU per event.
-The embedded store (one process per data directory, so one writer) drops the views
+The embedded store (one process per data directory, so one process writing) drops the views
 (migration 4) and rolls up instead:
 
 - every insert into `events` carries the next number of a per-store sequence
