@@ -200,10 +200,10 @@ MATRIX = [
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.6
 TARGET_P50_MS = 20
-# The SDK's default batch size: the requests of a client left as it comes.
-SDK_BATCH = uptake.Options().batch_size
 TARGET_P99_MS = 100
 TARGET_RSS_MB = 500
+# The SDK's default batch size: the requests of a client left as it comes.
+SDK_BATCH = uptake.Options().batch_size
 
 
 def main() -> None:

@@ -151,6 +151,11 @@ class GroupCommitter:
         if any(thread.is_alive() for thread in self._threads):
             log.error("the group-commit writers did not finish within %.1f s", timeout)
 
+    @property
+    def _resends_wait(self) -> bool:
+        """Tell whether queued resends must wait for the running inserts (lock held)."""
+        return bool(self._queued_resends and self._inserting)
+
     def _take(self) -> list[_Pending] | None:
         with self._cond:
             while True:
@@ -159,7 +164,7 @@ class GroupCommitter:
                         return None
                     self._cond.wait()
                     continue
-                if self._queued_resends and self._inserting:
+                if self._resends_wait:
                     self._cond.wait()  # until the running inserts are stored
                     continue
                 deadline = self._clock() + self._max_delay
@@ -168,7 +173,7 @@ class GroupCommitter:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                if not self._queue or (self._queued_resends and self._inserting):
+                if not self._queue or self._resends_wait:
                     continue  # another writer took them, or a resend came meanwhile
                 batch, self._queue = self._queue, []
                 self._queued_rows = self._queued_resends = 0
